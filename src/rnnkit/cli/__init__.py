@@ -1,0 +1,56 @@
+"""The ``rnnkit`` command line: argparse, one thin function per verb.
+
+Each verb group lives in its own module with a ``register(subparsers)`` function that adds
+its sub-commands and sets ``func`` to a function ``(args) -> int``. Modules here import torch
+only inside those functions, so ``rnnkit --help`` starts instantly.
+
+:func:`main` maps :class:`~rnnkit.errors.RnnkitError` to one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from rnnkit.errors import RnnkitError
+
+# One module per verb group; each has register(subparsers).
+COMMAND_MODULES = (
+    "rnnkit.cli.lm",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from rnnkit import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="rnnkit",
+        description="Recurrent neural network sequence models: train, evaluate, generate.",
+    )
+    parser.add_argument("--version", action="version", version=f"rnnkit {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 ok, 2 user error, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (status 2)
+        return exc.code if isinstance(exc.code, int) else 0
+    try:
+        status = args.func(args)
+    except RnnkitError as exc:
+        print(f"rnnkit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rnnkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `rnnkit generate RUN | head`
+        return 0
+    return int(status or 0)

@@ -1,0 +1,1 @@
+"""Evaluation: perplexity over a stream, sentence scores, interpolation, rescoring."""

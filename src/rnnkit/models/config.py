@@ -1,0 +1,87 @@
+"""The model configuration: everything needed to rebuild a language model's shapes."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from rnnkit.errors import ConfigError, did_you_mean
+
+CELLS = ("rnn", "gru", "lstm")
+NONLINEARITIES = ("tanh", "relu")
+
+
+@dataclass
+class ModelConfig:
+    """Shapes and options of :class:`~rnnkit.models.RNNLanguageModel`.
+
+    ``embedding_size`` None means equal to ``hidden_size``. ``one_hot`` feeds the one-hot
+    vector of each token to the first layer (input size = vocabulary size) instead of an
+    embedding, as the seeds write it.
+    """
+
+    vocab_size: int
+    cell: str = "rnn"
+    nonlinearity: str = "tanh"
+    hidden_size: int = 256
+    num_layers: int = 1
+    embedding_size: int | None = None
+    one_hot: bool = False
+    dropout: float = 0.0
+    tie_weights: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def input_size(self) -> int:
+        """Size of x_t, the vector the first recurrent layer reads."""
+        if self.one_hot:
+            return self.vocab_size
+        return self.embedding_size if self.embedding_size is not None else self.hidden_size
+
+    def validate(self) -> None:
+        if self.cell not in CELLS:
+            raise ConfigError(
+                f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}"
+                f"{did_you_mean(self.cell, CELLS)}."
+            )
+        if self.nonlinearity not in NONLINEARITIES:
+            raise ConfigError(
+                f"--nonlinearity must be tanh or relu, not {self.nonlinearity!r}"
+                f"{did_you_mean(self.nonlinearity, NONLINEARITIES)}."
+            )
+        if self.nonlinearity != "tanh" and self.cell != "rnn":
+            raise ConfigError("--nonlinearity applies only to --cell rnn (GRU and LSTM fix theirs).")
+        for name in ("vocab_size", "hidden_size", "num_layers"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}.")
+        if self.embedding_size is not None and self.embedding_size < 1:
+            raise ConfigError(f"--embedding-size must be at least 1, not {self.embedding_size}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout must be in [0, 1), not {self.dropout}.")
+        if self.one_hot and self.embedding_size is not None:
+            raise ConfigError("--one-hot and --embedding-size conflict: one-hot input has no embedding.")
+        if self.tie_weights:
+            if self.one_hot:
+                raise ConfigError("--tie-weights needs an embedding table, so it conflicts with --one-hot.")
+            if self.input_size != self.hidden_size:
+                raise ConfigError(
+                    f"--tie-weights needs --embedding-size equal to --hidden-size "
+                    f"({self.input_size} != {self.hidden_size})."
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown model setting {unknown[0]!r}{did_you_mean(unknown[0], names)}."
+            )
+        return cls(**data)

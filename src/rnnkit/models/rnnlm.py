@@ -1,0 +1,146 @@
+"""The recurrent language model: input (embedding or one-hot) -> recurrent core -> softmax.
+
+For ``cell="rnn"`` this is the Elman RNN exactly as the seeds write it::
+
+    a_0 = 0
+    a_t = g1(W_aa a_{t-1} + W_ax x_t + b_a)        g1 = tanh (default) or ReLU
+    y_t = softmax(W_ya a_t + b_y)
+
+with the same weights at every step. torch's fused ``nn.RNN`` computes exactly this, so it
+is the fast path. Its parameters map to the seeds' names as follows (layer k, row-vector
+convention, so torch stores each W with shape (out, in)):
+
+=======================  ==========  ===============================================
+torch name               seeds'      shape
+=======================  ==========  ===============================================
+``embedding.weight``     C           (V, E); x_t = C[token_t] (absent with one_hot)
+``rnn.weight_ih_l{k}``   W_ax        (H, E) for k = 0, (H, H) above
+``rnn.weight_hh_l{k}``   W_aa        (H, H)
+``rnn.bias_ih_l{k}``     b_a (part)  (H,); b_a = bias_ih + bias_hh
+``rnn.bias_hh_l{k}``     b_a (part)  (H,)
+``head.linear.weight``   W_ya        (V, H)
+``head.linear.bias``     b_y         (V,)
+=======================  ==========  ===============================================
+
+With ``one_hot=True`` x_t is the one-hot vector of token_t (E = V), as in the seeds.
+Layer k > 0 reads layer k-1's a_t as its x_t. GRU and LSTM (``cell="gru"|"lstm"``) replace
+the recurrence behind the same interface; their gates fight the vanishing gradient.
+
+Shapes: tokens (B, T) int64; logits (B, T, V); state (L, B, H) for rnn/gru and a pair
+(h, c) of (L, B, H) tensors for lstm. The model does no I/O and prints nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnkit.models.config import ModelConfig
+from rnnkit.models.output import make_head
+
+State = Union[Tensor, tuple[Tensor, Tensor]]
+
+
+def detach_state(state: State | None) -> State | None:
+    """Cut the graph between BPTT windows, keeping the values (truncated BPTT)."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return (state[0].detach(), state[1].detach())
+    return state.detach()
+
+
+def select_state(state: State, index: Tensor | slice) -> State:
+    """The state of some sequences in the batch (batch is dimension 1)."""
+    if isinstance(state, tuple):
+        return (state[0][:, index], state[1][:, index])
+    return state[:, index]
+
+
+class RNNLanguageModel(nn.Module):
+    """An Elman, GRU or LSTM language model; see the module docstring for the equations."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        V, H = config.vocab_size, config.hidden_size
+        self.embedding: nn.Embedding | None = (
+            None if config.one_hot else nn.Embedding(V, config.input_size)
+        )
+        rnn_dropout = config.dropout if config.num_layers > 1 else 0.0
+        kwargs = dict(
+            input_size=config.input_size,
+            hidden_size=H,
+            num_layers=config.num_layers,
+            dropout=rnn_dropout,
+            batch_first=True,
+        )
+        self.rnn: nn.RNNBase
+        if config.cell == "rnn":
+            self.rnn = nn.RNN(nonlinearity=config.nonlinearity, **kwargs)  # type: ignore[arg-type]
+        elif config.cell == "gru":
+            self.rnn = nn.GRU(**kwargs)  # type: ignore[arg-type]
+        else:
+            self.rnn = nn.LSTM(**kwargs)  # type: ignore[arg-type]
+        self.drop = nn.Dropout(config.dropout)
+        self.head = make_head("full", H, V)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.RNN's own init (uniform +-1/sqrt(H)) for the core; a small uniform init for the
+        # embedding and the output layer, as in pytorch/examples' word_language_model.
+        self.rnn.reset_parameters()
+        linear = self.head.linear
+        if self.embedding is not None:
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        nn.init.uniform_(linear.weight, -0.1, 0.1)
+        nn.init.zeros_(linear.bias)
+        if self.config.tie_weights and self.embedding is not None:
+            linear.weight = self.embedding.weight
+
+    def inputs(self, tokens: Tensor) -> Tensor:
+        """x_t for each token: (B, T) ids -> (B, T, E)."""
+        if self.embedding is None:
+            return F.one_hot(tokens, self.config.vocab_size).to(self.head.linear.weight.dtype)
+        return self.embedding(tokens)
+
+    def features(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """The top layer's a_t for each position, (B, T, H), and the final state."""
+        x = self.drop(self.inputs(tokens))
+        a, state = self.rnn(x, state)
+        return self.drop(a), state
+
+    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """Logits (B, T, V) of the next token at each position, and the final state."""
+        a, state = self.features(tokens, state)
+        return self.head.logits(a), state
+
+    def loss(
+        self, tokens: Tensor, targets: Tensor, state: State | None = None
+    ) -> tuple[Tensor, State]:
+        """Cross-entropy (nats) averaged over all positions, and the final state."""
+        a, state = self.features(tokens, state)
+        return self.head.loss(a, targets), state
+
+    def log_prob(
+        self, tokens: Tensor, targets: Tensor, state: State | None = None
+    ) -> tuple[Tensor, State]:
+        """log P(target_t | tokens_<=t) in nats for each position, (B, T), and the state."""
+        a, state = self.features(tokens, state)
+        return self.head.log_prob(a, targets), state
+
+    def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
+        """a_0 = 0 for a batch (and c_0 = 0 for an LSTM)."""
+        shape = (self.config.num_layers, batch_size, self.config.hidden_size)
+        w = self.head.linear.weight
+        zeros = torch.zeros(shape, dtype=w.dtype, device=device or w.device)
+        if self.config.cell == "lstm":
+            return (zeros, zeros.clone())
+        return zeros
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,166 @@
+"""Tokenise and encode corpora into compact NumPy int32 id arrays.
+
+Character level: a token is a Unicode code point; the text is turned into code points with
+one vectorised step per 4 MiB chunk, so a 1 GB file never becomes a Python list of ints.
+Word level (stream mode, as PTB): whitespace-separated words, ``</s>`` after each line.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from rnnkit.errors import ConfigError, DataError
+from rnnkit.text.reading import iter_text
+from rnnkit.text.vocab import EOS, LEVELS, UNK, Vocab
+
+BUILTIN_CORPORA = ("shakespeare",)
+
+
+def resolve_corpus(corpus: str | os.PathLike[str] | None) -> Path:
+    """A corpus argument as a path: None or 'shakespeare' is the built-in tiny Shakespeare."""
+    if corpus is None or str(corpus) in BUILTIN_CORPORA:
+        ref = resources.files("rnnkit") / "data" / "shakespeare.txt"
+        return Path(str(ref))
+    return Path(corpus)
+
+
+def check_level(level: str) -> None:
+    if level not in LEVELS:
+        raise ConfigError(f"--level must be char or word, not {level!r}.")
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+
+
+def _lines(path: Path, what: str) -> Iterator[str]:
+    """Whole lines of the file, across chunk boundaries, without their newline."""
+    rest = ""
+    for chunk in iter_text(path, what):
+        parts = (rest + chunk).split("\n")
+        rest = parts.pop()
+        yield from parts
+    if rest:
+        yield rest
+
+
+def count_tokens(path: str | os.PathLike[str], level: str, what: str = "corpus") -> Counter[str]:
+    """Token counts of a file (words get a ``</s>`` per line)."""
+    check_level(level)
+    counts: Counter[str] = Counter()
+    if level == "char":
+        for chunk in iter_text(path, what):
+            cps, n = np.unique(_code_points(chunk), return_counts=True)
+            for cp, c in zip(cps.tolist(), n.tolist()):
+                counts[chr(cp)] += c
+    else:
+        for line in _lines(Path(path), what):
+            words = line.split()
+            counts.update(words)
+            counts[EOS] += 1
+    return counts
+
+
+def build_vocab(
+    path: str | os.PathLike[str],
+    level: str,
+    max_size: int | None = None,
+    min_count: int = 1,
+    what: str = "corpus",
+) -> Vocab:
+    """The vocabulary of a training file (training data only; never valid or test)."""
+    counts = count_tokens(path, level, what)
+    if level == "char" and not any(not ch.isspace() for ch in counts):
+        raise DataError(f"{what} file {str(path)!r} is empty or holds only whitespace.")
+    if level == "word" and not any(t != EOS for t in counts):
+        raise DataError(f"{what} file {str(path)!r} is empty or holds only whitespace.")
+    specials = [UNK] if level == "char" else [UNK, EOS]
+    return Vocab.from_counts(counts, level, max_size=max_size, min_count=min_count, specials=specials)
+
+
+@dataclass
+class Encoded:
+    """A file as token ids, and how many of its tokens fell outside the vocabulary."""
+
+    ids: np.ndarray  # int32, shape (N,)
+    unknown: int
+
+
+def encode_file(path: str | os.PathLike[str], vocab: Vocab, what: str = "corpus") -> Encoded:
+    """Encode a file with ``vocab``; unseen tokens become ``<unk>`` and are counted."""
+    if vocab.level == "char":
+        return _encode_chars(Path(path), vocab, what)
+    return _encode_words(Path(path), vocab, what)
+
+
+def encode_text(text: str, vocab: Vocab) -> Encoded:
+    """Encode a string (a prompt, a sentence); words get no ``</s>`` here."""
+    if vocab.level == "char":
+        keys, vals = _char_table(vocab)
+        return _lookup_chars(_code_points(text), keys, vals, vocab.unk_id)
+    words = text.split()
+    ids = np.fromiter((vocab.id(w) for w in words), dtype=np.int32, count=len(words))
+    unknown = sum(1 for w in words if w not in vocab.index)
+    return Encoded(ids, unknown)
+
+
+def decode(ids: np.ndarray | list[int], vocab: Vocab) -> str:
+    """Token ids back to text (words joined by spaces, ``</s>`` as a newline)."""
+    tokens = [vocab.tokens[int(i)] for i in ids]
+    if vocab.level == "char":
+        return "".join(tokens)
+    return " ".join(tokens).replace(f" {EOS} ", "\n").replace(EOS, "\n")
+
+
+def _char_table(vocab: Vocab) -> tuple[np.ndarray, np.ndarray]:
+    pairs = sorted((ord(t), i) for i, t in enumerate(vocab.tokens) if len(t) == 1)
+    keys = np.array([k for k, _ in pairs], dtype=np.uint32)
+    vals = np.array([v for _, v in pairs], dtype=np.int32)
+    return keys, vals
+
+
+def _lookup_chars(cps: np.ndarray, keys: np.ndarray, vals: np.ndarray, unk_id: int) -> Encoded:
+    if len(keys) == 0:
+        return Encoded(np.full(len(cps), unk_id, dtype=np.int32), len(cps))
+    pos = np.clip(np.searchsorted(keys, cps), 0, len(keys) - 1)
+    found = keys[pos] == cps
+    ids = np.where(found, vals[pos], np.int32(unk_id)).astype(np.int32)
+    return Encoded(ids, int(len(cps) - np.count_nonzero(found)))
+
+
+def _encode_chars(path: Path, vocab: Vocab, what: str) -> Encoded:
+    keys, vals = _char_table(vocab)
+    parts, unknown = [], 0
+    for chunk in iter_text(path, what):
+        enc = _lookup_chars(_code_points(chunk), keys, vals, vocab.unk_id)
+        parts.append(enc.ids)
+        unknown += enc.unknown
+    ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+    return Encoded(ids, unknown)
+
+
+def _encode_words(path: Path, vocab: Vocab, what: str) -> Encoded:
+    eos = vocab.eos_id if vocab.eos_id is not None else vocab.unk_id
+    parts: list[np.ndarray] = []
+    buf: list[int] = []
+    unknown = 0
+    index, unk = vocab.index, vocab.unk_id
+    for line in _lines(path, what):
+        for w in line.split():
+            i = index.get(w, unk)
+            if i == unk and w != UNK:
+                unknown += 1
+            buf.append(i)
+        buf.append(eos)
+        if len(buf) >= 1 << 20:  # flush to a compact array every million tokens
+            parts.append(np.array(buf, dtype=np.int32))
+            buf = []
+    parts.append(np.array(buf, dtype=np.int32))
+    return Encoded(np.concatenate(parts), unknown)
