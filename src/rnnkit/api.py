@@ -1,0 +1,429 @@
+"""The verbs of rnnkit as Python functions, with the same argument names as the CLI flags.
+
+``train``, ``evaluate``, ``generate``, ``load`` and ``plot``; each accepts a run directory
+path. Nothing here prints to stdout: progress goes to a tqdm bar on stderr and messages to
+the caller's ``log`` function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rnnkit import __version__
+from rnnkit.errors import ConfigError, DataError, RunError
+from rnnkit.evaluation.stream import stream_loss
+from rnnkit.generation import check_sampling, sample
+from rnnkit.models import ModelConfig, RNNLanguageModel
+from rnnkit.text import BUILTIN_CORPORA, Vocab, build_vocab, decode, encode_file, encode_text
+from rnnkit.text.corpus import check_level, resolve_corpus
+from rnnkit.training.checkpoint import (
+    RUN_FILES,
+    STATE,
+    VOCAB,
+    LoadedRun,
+    build_model,
+    is_run_dir,
+    load_run,
+    load_state,
+    read_config,
+    save_weights,
+    write_config,
+)
+from rnnkit.training.config import DataConfig, TrainConfig, from_dict
+from rnnkit.training.trainer import Trainer, TrainResult
+
+Log = Callable[[str], None]
+
+# Settings a resumed run may change; everything else must match the saved config.
+RESUMABLE = {"epochs", "patience", "validate_every", "log_every"}
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """'auto' (or None) picks CUDA when available; 'cuda' without CUDA is an error."""
+    name = device or "auto"
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for, but CUDA is not available on this machine.")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, not {name!r}.")
+    return torch.device(name)
+
+
+def load(run: str | os.PathLike[str], weights: str = "best", device: str | None = "cpu") -> LoadedRun:
+    """A run's model (best weights by default), vocabulary and config."""
+    return load_run(run, weights=weights, device=resolve_device(device))
+
+
+def _as_run(run: str | os.PathLike[str] | LoadedRun, device: str | None) -> LoadedRun:
+    if isinstance(run, LoadedRun):
+        return run
+    return load(run, device=device)
+
+
+# -- train ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Data:
+    vocab: Vocab
+    train_ids: np.ndarray
+    valid_ids: np.ndarray
+
+
+def _prepare_data(data: DataConfig, vocab: Vocab | None) -> _Data:
+    """Encode the corpus; build the vocabulary from the training part alone."""
+    check_level(data.level)
+    path = resolve_corpus(data.corpus)
+    if vocab is None:
+        full = build_vocab(path, data.level)
+        ids = encode_file(path, full).ids
+    else:
+        full, ids = vocab, encode_file(path, vocab).ids
+    if data.valid is not None:
+        train_ids = ids
+        valid_ids = encode_file(data.valid, full, what="validation").ids
+        if len(valid_ids) < 2:
+            raise DataError(f"validation file {data.valid!r} is empty or too short to score.")
+    else:
+        cut = int(round(len(ids) * (1.0 - data.valid_fraction)))
+        train_ids, valid_ids = ids[:cut], ids[cut:]
+        if len(valid_ids) < 2 or len(train_ids) < 2:
+            raise DataError(
+                f"corpus {str(path)!r} is too short to split for validation; give --valid FILE."
+            )
+    if vocab is not None:
+        return _Data(vocab, train_ids, valid_ids)
+    # Keep only tokens seen in the training part (and the size limits): valid and test words
+    # never enter the vocabulary.
+    counts = np.bincount(train_ids, minlength=len(full))
+    kept = Vocab.from_counts(
+        {t: int(c) for t, c in zip(full.tokens, counts) if c > 0},
+        data.level,
+        max_size=data.vocab_size,
+        min_count=data.min_count,
+        specials=full.specials,
+    )
+    remap = np.array([kept.id(t) for t in full.tokens], dtype=np.int32)
+    return _Data(kept, remap[train_ids], remap[valid_ids])
+
+
+def _split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    fields = {
+        name: {f.name for f in dataclasses.fields(cls)}
+        for name, cls in (("model", ModelConfig), ("data", DataConfig), ("training", TrainConfig))
+    }
+    parts: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "training": {}}
+    for key, value in settings.items():
+        if value is None:
+            continue
+        section = next((s for s, names in fields.items() if key in names), None)
+        if section is None:
+            raise ConfigError(f"unknown setting {key!r}.")
+        parts[section][key] = value
+    return parts["model"], parts["data"], parts["training"]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_resume_flags(saved: dict[str, Any], given: dict[str, Any]) -> None:
+    for section in ("model", "data", "training"):
+        for key, value in given[section].items():
+            if key in RESUMABLE:
+                continue
+            old = saved.get(section, {}).get(key)
+            if old != value:
+                raise ConfigError(
+                    f"{_flag(key)} {value} conflicts with the resumed run's saved value {old}; "
+                    "leave it out when resuming."
+                )
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file, not a directory.")
+    if out.is_dir() and any(out.iterdir()):
+        if not is_run_dir(out):
+            raise ConfigError(
+                f"--out {str(out)!r} is a non-empty folder that is not an rnnkit run; choose another."
+            )
+        if not overwrite:
+            raise ConfigError(
+                f"--out {str(out)!r} already holds a run; continue it with --resume {out} or "
+                "start again with --overwrite."
+            )
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def train(
+    corpus: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    *,
+    resume: str | os.PathLike[str] | None = None,
+    max_time: float | None = None,
+    max_steps: int | None = None,
+    overwrite: bool = False,
+    device: str | None = "auto",
+    progress: bool | None = None,
+    log: Log | None = None,
+    **settings: Any,
+) -> TrainResult:
+    """Train a language model into run directory ``out``, or continue the run ``resume``.
+
+    ``corpus`` is a UTF-8 text file, or None / 'shakespeare' for the built-in tiny
+    Shakespeare. ``settings`` are the fields of :class:`~rnnkit.models.ModelConfig`
+    (``cell``, ``hidden_size``, ``num_layers``, ...), :class:`~rnnkit.training.DataConfig`
+    (``valid``, ``level``, ``valid_fraction``, ``vocab_size``, ``min_count``) and
+    :class:`~rnnkit.training.TrainConfig` (``batch_size``, ``bptt``, ``optimizer``, ``lr``,
+    ``clip``, ``epochs``, ``seed``, ...), named as the CLI's flags. ``max_time`` (seconds)
+    and ``max_steps`` bound this call only; a resumed run may be given them again.
+    """
+    log = log or (lambda msg: None)
+    if max_time is not None and max_time <= 0:
+        raise ConfigError(f"--max-time must be positive, not {max_time}.")
+    if max_steps is not None and max_steps < 1:
+        raise ConfigError(f"--max-steps must be at least 1, not {max_steps}.")
+    dev = resolve_device(device)
+    model_kw, data_kw, train_kw = _split_settings(settings)
+    if corpus is not None:
+        data_kw["corpus"] = str(corpus)
+    if resume is not None:
+        if overwrite:
+            raise ConfigError("--resume and --overwrite conflict: resuming keeps the run's checkpoints.")
+        if out is not None and Path(out).resolve() != Path(resume).resolve():
+            raise ConfigError("--out and --resume name different runs; give only --resume RUN.")
+        return _resume(Path(resume), model_kw, data_kw, train_kw, dev, max_time, max_steps, progress, log)
+    if out is None:
+        raise ConfigError("--out RUN is required: the folder where the run is saved.")
+    data_kw.setdefault("corpus", "shakespeare")
+    if data_kw["corpus"] not in BUILTIN_CORPORA:
+        data_kw["corpus"] = str(Path(data_kw["corpus"]).resolve())
+    if data_kw.get("valid") is not None:
+        data_kw["valid"] = str(Path(data_kw["valid"]).resolve())
+    data_cfg = from_dict(DataConfig, data_kw, "data")
+    train_cfg = from_dict(TrainConfig, train_kw, "training")
+    t0 = time.perf_counter()
+    data = _prepare_data(data_cfg, None)  # bad input fails here, before anything is written
+    model_cfg = ModelConfig(vocab_size=len(data.vocab), **model_kw)
+    log(
+        f"{data_cfg.level} vocabulary {len(data.vocab):,}, train {len(data.train_ids):,} "
+        f"and valid {len(data.valid_ids):,} tokens (read in {time.perf_counter() - t0:.1f} s)"
+    )
+    out_path = Path(out)
+    _prepare_out(out_path, overwrite)
+    torch.manual_seed(train_cfg.seed)
+    model = RNNLanguageModel(model_cfg)
+    config = {
+        "rnnkit_version": __version__,
+        "model": model_cfg.to_dict(),
+        "data": dataclasses.asdict(data_cfg),
+        "training": dataclasses.asdict(train_cfg),
+        "stats": {"train_tokens": len(data.train_ids), "valid_tokens": len(data.valid_ids)},
+    }
+    data.vocab.save(out_path / VOCAB)
+    trainer = Trainer(model, data.train_ids, data.valid_ids, train_cfg, out_path, dev,
+                      unit=_unit(data_cfg.level), progress=progress, log=log)
+    save_weights(model, out_path / "model.safetensors", step="0")
+    trainer.save_checkpoint()
+    write_config(out_path, config)  # last: the folder is a run once everything is in place
+    log(f"{model_cfg.cell} {model_cfg.num_layers}x{model_cfg.hidden_size}, "
+        f"{model.num_parameters():,} parameters, on {dev}")
+    return trainer.fit(max_time=max_time, max_steps=max_steps)
+
+
+def _unit(level: str) -> str:
+    return "char" if level == "char" else "word"
+
+
+def _resume(
+    run: Path,
+    model_kw: dict[str, Any],
+    data_kw: dict[str, Any],
+    train_kw: dict[str, Any],
+    dev: torch.device,
+    max_time: float | None,
+    max_steps: int | None,
+    progress: bool | None,
+    log: Log,
+) -> TrainResult:
+    config = read_config(run)
+    if "corpus" in data_kw and data_kw["corpus"] not in BUILTIN_CORPORA:
+        data_kw["corpus"] = str(Path(data_kw["corpus"]).resolve())
+    _check_resume_flags(config, {"model": model_kw, "data": data_kw, "training": train_kw})
+    vocab = Vocab.load(run / VOCAB)
+    data_cfg = from_dict(DataConfig, dict(config["data"]), "data")
+    train_cfg = from_dict(TrainConfig, {**config["training"], **train_kw}, "training")
+    data = _prepare_data(data_cfg, vocab)
+    if len(data.train_ids) != config.get("stats", {}).get("train_tokens"):
+        raise RunError(
+            f"corpus {data_cfg.corpus!r} has changed since run {str(run)!r} started "
+            "(its token count differs), so the run cannot be resumed exactly."
+        )
+    model = build_model(config, vocab, run)
+    trainer = Trainer(model, data.train_ids, data.valid_ids, train_cfg, run, dev,
+                      unit=_unit(data_cfg.level), progress=progress, log=log)
+    trainer.load_state_dict(load_state(run / STATE))
+    if train_kw:
+        config["training"] = dataclasses.asdict(train_cfg)
+        write_config(run, config)
+    log(f"resuming {str(run)!r} at step {trainer.step} (epoch {trainer.epoch})")
+    return trainer.fit(max_time=max_time, max_steps=max_steps)
+
+
+# -- evaluate ---------------------------------------------------------------------------
+
+
+@dataclass
+class EvalResult:
+    """Per-token cross-entropy of a text under a model, in nats, bits and perplexity."""
+
+    file: str
+    level: str
+    tokens: int  # predicted tokens
+    unknown: int  # tokens outside the vocabulary (scored as <unk>)
+    nats: float  # total negative log-likelihood, nats
+
+    @property
+    def unit(self) -> str:
+        return _unit(self.level)
+
+    @property
+    def nats_per_token(self) -> float:
+        return self.nats / max(self.tokens, 1)
+
+    @property
+    def bits_per_token(self) -> float:
+        return self.nats_per_token / math.log(2)
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.nats_per_token)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "level": self.level,
+            "tokens": self.tokens,
+            "unknown": self.unknown,
+            f"nats_per_{self.unit}": self.nats_per_token,
+            f"bits_per_{self.unit}": self.bits_per_token,
+            "perplexity": self.perplexity,
+        }
+
+
+def evaluate(
+    run: str | os.PathLike[str] | LoadedRun,
+    file: str | os.PathLike[str],
+    *,
+    batch_size: int = 16,
+    bptt: int = 256,
+    device: str | None = "auto",
+) -> EvalResult:
+    """Cross-entropy of ``file`` under the run's best model; the state is carried through."""
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, not {batch_size}.")
+    loaded = _as_run(run, device)
+    vocab = loaded.vocab
+    enc = encode_file(file, vocab, what="evaluation")
+    ids = enc.ids
+    if vocab.level == "word" and vocab.eos_id is not None:
+        ids = np.concatenate([np.array([vocab.eos_id], dtype=np.int32), ids])  # context for line 1
+    if len(ids) < 2:
+        raise DataError(f"evaluation file {str(file)!r} is empty or too short to score.")
+    dev = next(loaded.model.parameters()).device
+    total, count = stream_loss(loaded.model, ids, batch_size=batch_size, bptt=bptt, device=dev)
+    return EvalResult(str(file), vocab.level, count, enc.unknown, total)
+
+
+# -- generate ---------------------------------------------------------------------------
+
+
+def generate(
+    run: str | os.PathLike[str] | LoadedRun,
+    prompt: str = "",
+    *,
+    max_new_tokens: int = 200,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    num_samples: int = 1,
+    seed: int | None = None,
+    device: str | None = "auto",
+) -> list[str]:
+    """``num_samples`` continuations of ``prompt`` (the prompt itself is not repeated)."""
+    check_sampling(temperature, top_k, top_p, greedy)
+    if max_new_tokens < 0:
+        raise ConfigError(f"--max-new-tokens must not be negative, not {max_new_tokens}.")
+    if num_samples < 1:
+        raise ConfigError(f"--num-samples must be at least 1, not {num_samples}.")
+    loaded = _as_run(run, device)
+    vocab = loaded.vocab
+    enc = encode_text(prompt, vocab)
+    if enc.unknown:
+        unseen = sorted({t for t in (prompt if vocab.level == "char" else prompt.split()) if t not in vocab})
+        shown = ", ".join(repr(t) for t in unseen[:5])
+        raise DataError(
+            f"the prompt holds {len(unseen)} {_unit(vocab.level)}(s) the model never saw in "
+            f"training ({shown}); remove or replace them."
+        )
+    context = enc.ids.tolist()
+    if not context:  # start from a boundary: a newline (char) or </s> (word)
+        start = vocab.index.get("\n", vocab.eos_id) if vocab.level == "char" else vocab.eos_id
+        context = [start if start is not None else 0]
+    dev = next(loaded.model.parameters()).device
+    generator = torch.Generator(device=dev)
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    rows = sample(
+        loaded.model,
+        context,
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        greedy=greedy,
+        num_samples=num_samples,
+        generator=generator,
+        banned=[vocab.unk_id],
+    )
+    return [decode(np.array(r, dtype=np.int64), vocab) for r in rows]
+
+
+# -- plot -------------------------------------------------------------------------------
+
+
+def plot(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
+    """Write a PNG of the run's learning curves (default RUN/curves.png); return its path."""
+    from rnnkit.plotting import plot_learning_curves
+    from rnnkit.training.checkpoint import METRICS, check_run_dir
+    from rnnkit.training.metrics import read_metrics
+
+    path = check_run_dir(run)
+    config = read_config(path)
+    records = read_metrics(path / METRICS)
+    if not records:
+        raise RunError(f"run {str(path)!r} has no metrics yet; train it for a few steps first.")
+    target = Path(out) if out is not None else path / "curves.png"
+    unit = _unit(config.get("data", {}).get("level", "char"))
+    plot_learning_curves(records, target, unit=unit, title=str(path.name))
+    return target
+
+
+__all__ = ["EvalResult", "evaluate", "generate", "load", "plot", "train"]

@@ -1,0 +1,185 @@
+"""Language-model verbs: train, eval, generate, plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def _log(msg: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+def register(subparsers: Any) -> None:
+    _register_train(subparsers)
+    _register_eval(subparsers)
+    _register_generate(subparsers)
+    p = subparsers.add_parser("plot", help="plot a run's learning curves as a PNG")
+    p.add_argument("run", metavar="RUN", help="run directory")
+    p.add_argument("--out", "-o", help="PNG file to write (default RUN/curves.png)")
+    p.set_defaults(func=cmd_plot)
+
+
+def _register_train(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a language model",
+        description="Train an RNN language model on a UTF-8 text (default: built-in tiny "
+        "Shakespeare) into a run directory, or resume one.",
+    )
+    p.add_argument("corpus_file", nargs="?", metavar="CORPUS", help="training text (UTF-8)")
+    p.add_argument("--corpus", help="a built-in corpus name (shakespeare) or a file")
+    p.add_argument("--out", "-o", metavar="RUN", help="run directory to create")
+    p.add_argument("--resume", metavar="RUN", help="continue this run exactly where it stopped")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    g = p.add_argument_group("data")
+    g.add_argument("--valid", metavar="FILE", help="validation text (default: the corpus's last part)")
+    g.add_argument("--valid-fraction", type=float, help="fraction held out for validation (0.1)")
+    g.add_argument("--level", choices=("char", "word"), help="tokens are characters or words (char)")
+    g.add_argument("--vocab-size", type=int, help="keep the most frequent tokens (specials included)")
+    g.add_argument("--min-count", type=int, help="tokens seen fewer times become <unk> (1)")
+    g = p.add_argument_group("model")
+    g.add_argument("--cell", choices=("rnn", "gru", "lstm"), help="recurrent cell (rnn: Elman)")
+    g.add_argument("--nonlinearity", choices=("tanh", "relu"), help="g1 of the Elman RNN (tanh)")
+    g.add_argument("--hidden-size", "--hidden", type=int, dest="hidden_size", help="units per layer (256)")
+    g.add_argument("--num-layers", "--layers", type=int, dest="num_layers", help="stacked layers (1)")
+    g.add_argument("--embedding-size", type=int, help="input embedding size (= hidden size)")
+    g.add_argument("--one-hot", action="store_const", const=True, help="one-hot input instead of an embedding")
+    g.add_argument("--dropout", type=float, help="dropout on inputs, between layers, on outputs (0)")
+    g.add_argument("--tie-weights", action="store_const", const=True, help="share the embedding and output weights")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, help="passes over the training text (20)")
+    g.add_argument("--batch-size", type=int, help="parallel columns of the text stream (32)")
+    g.add_argument("--bptt", type=int, help="truncated BPTT window, in steps (64)")
+    g.add_argument("--optimizer", choices=("adam", "sgd"), help="adam (default) or sgd")
+    g.add_argument("--lr", type=float, help="learning rate (adam 2e-3, sgd 1.0)")
+    g.add_argument("--lr-schedule", choices=("rnnlm", "plateau", "constant"),
+                   help="learning-rate schedule on validation (plateau)")
+    g.add_argument("--min-improvement", type=float, help="relative validation gain below which the LR halves (1.003)")
+    g.add_argument("--clip", type=float, help="gradient-norm clipping threshold, 0 for none (5)")
+    g.add_argument("--weight-decay", type=float, help="L2 weight decay (0)")
+    g.add_argument("--patience", type=int, help="stop after N validations without a new best (5; 0 never)")
+    g.add_argument("--validate-every", type=int, help="also validate every N steps (0: per epoch)")
+    g.add_argument("--log-every", type=int, help="log training loss every N steps (20)")
+    g.add_argument("--eval-batch-size", type=int, help="batch columns for validation (16)")
+    g.add_argument("--seed", type=int, help="random seed; same seed, same run (1234)")
+    g = p.add_argument_group("budget and hardware")
+    g.add_argument("--max-time", type=float, metavar="SECONDS", help="stop cleanly after this long")
+    g.add_argument("--max-steps", type=int, help="stop cleanly after this many steps in total")
+    g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+SETTINGS = (
+    "valid", "valid_fraction", "level", "vocab_size", "min_count", "cell", "nonlinearity",
+    "hidden_size", "num_layers", "embedding_size", "one_hot", "dropout", "tie_weights",
+    "epochs", "batch_size", "bptt", "optimizer", "lr", "lr_schedule", "min_improvement",
+    "clip", "weight_decay", "patience", "validate_every", "log_every", "eval_batch_size", "seed",
+)  # fmt: skip
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rnnkit import api
+    from rnnkit.errors import ConfigError
+
+    if args.corpus_file and args.corpus:
+        raise ConfigError("give the corpus once: either as CORPUS or as --corpus, not both.")
+    settings = {name: getattr(args, name) for name in SETTINGS}
+    result = api.train(
+        args.corpus_file or args.corpus,
+        args.out,
+        resume=args.resume,
+        max_time=args.max_time,
+        max_steps=args.max_steps,
+        overwrite=args.overwrite,
+        device=args.device,
+        progress=False if args.no_progress else None,
+        log=_log,
+        **settings,
+    )
+    unit = result.unit
+    best = result.best_valid_loss
+    print(f"stopped: {result.stopped} (step {result.step}, {result.elapsed:.0f} s, "
+          f"{result.tokens_per_second:,.0f} {unit}s/s)")
+    if best == best and best != float("inf"):
+        print(f"best validation: {best:.4f} nats/{unit}, {best / 0.6931471805599453:.4f} bits/{unit}")
+    print(f"run saved in {result.run}")
+    if result.interrupted:
+        print(f"resume with: rnnkit train --resume {result.run}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _register_eval(subparsers: Any) -> None:
+    p = subparsers.add_parser("eval", help="cross-entropy, bits/char and perplexity of a text")
+    p.add_argument("run", metavar="RUN", help="run directory")
+    p.add_argument("file", metavar="FILE", help="UTF-8 text to evaluate")
+    p.add_argument("--batch-size", type=int, default=16, help="parallel columns (16)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rnnkit import api
+
+    result = api.evaluate(args.run, args.file, batch_size=args.batch_size, device=args.device)
+    if args.format == "json":
+        print(json.dumps(result.to_dict()))
+        return 0
+    u = result.unit
+    print(f"file:       {result.file}")
+    print(f"tokens:     {result.tokens:,} {u}s predicted ({result.unknown:,} unknown {u}s, scored as <unk>)")
+    print(f"loss:       {result.nats_per_token:.4f} nats/{u}")
+    print(f"bits:       {result.bits_per_token:.4f} bits/{u}")
+    print(f"perplexity: {result.perplexity:.3f} (per {u})")
+    return 0
+
+
+def _register_generate(subparsers: Any) -> None:
+    p = subparsers.add_parser("generate", help="sample text from a trained model")
+    p.add_argument("run", metavar="RUN", help="run directory")
+    p.add_argument("--prompt", default="", help="text the samples continue")
+    p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to sample (200)")
+    p.add_argument("--temperature", type=float, help="softmax temperature (1.0)")
+    p.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=float, help="sample among the smallest set holding mass p")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--num-samples", type=int, default=1, help="independent samples (1)")
+    p.add_argument("--seed", type=int, help="random seed for repeatable samples")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from rnnkit import api
+
+    samples = api.generate(
+        args.run,
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        greedy=args.greedy,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        device=args.device,
+    )
+    for i, text in enumerate(samples):
+        if len(samples) > 1:
+            print(f"--- sample {i + 1} ---")
+        print(args.prompt + text)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from rnnkit import api
+
+    print(api.plot(args.run, args.out))
+    return 0

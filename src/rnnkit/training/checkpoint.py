@@ -1,0 +1,192 @@
+"""The run directory: rnnkit's checkpoint format.
+
+::
+
+    RUN/
+      config.json        model, data and training settings; rnnkit version
+      vocab.json         tokens in id order
+      model.safetensors  best weights (by validation loss)
+      last.safetensors   latest weights
+      state.pt           everything needed to resume: weights, optimizer, schedule, RNG
+                         states, step, data position, carried hidden state (one file, so it
+                         is always self-consistent); loaded with weights_only=True
+      metrics.jsonl      one JSON object per logged step or validation
+
+Every file is written to a temporary name, fsynced and renamed, so a crash never leaves a
+half-written file where a good one was. Weights are safetensors with a SHA-256 of the tensor
+data in the metadata, so a truncated or altered file is refused with a clear message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from rnnkit.errors import ConfigError, RunError
+from rnnkit.models import ModelConfig, RNNLanguageModel
+from rnnkit.text.vocab import Vocab
+from rnnkit.utils import atomic_write, atomic_write_json
+
+CONFIG, VOCAB, BEST, LAST, STATE, METRICS = (
+    "config.json",
+    "vocab.json",
+    "model.safetensors",
+    "last.safetensors",
+    "state.pt",
+    "metrics.jsonl",
+)
+RUN_FILES = (CONFIG, VOCAB, BEST, LAST, STATE, METRICS)
+
+
+def _plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The module's tensors on CPU, contiguous, with tied duplicates stored once."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, t in model.state_dict().items():
+        if t.data_ptr() in seen and t.numel() > 0:
+            continue  # a tied weight (head.linear.weight is embedding.weight)
+        seen.add(t.data_ptr())
+        out[name] = t.detach().to("cpu").contiguous()
+    return out
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].numpy().tobytes() if tensors[name].dtype != torch.bfloat16
+                 else tensors[name].view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike[str], **meta: str) -> None:
+    """Write the model's weights as safetensors, atomically, with a checksum."""
+    tensors = _plain_state_dict(model)
+    metadata = {"format": "pt", "sha256": _digest(tensors), **meta}
+    data = st_save(tensors, metadata=metadata)
+    atomic_write(path, lambda f: f.write(data))
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load weights into ``model``; RunError for a missing, corrupt or mismatched file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError as exc:
+        raise RunError(f"{str(p)!r} is missing; the run has no weights yet.") from exc
+    try:
+        tensors = st_load(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {})
+    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
+        raise RunError(f"{str(p)!r} is truncated or corrupt and cannot be loaded.") from exc
+    if metadata.get("sha256") and metadata["sha256"] != _digest(tensors):
+        raise RunError(f"{str(p)!r} has been altered: its tensors do not match its checksum.")
+    expected = _plain_state_dict(model)
+    for name, t in expected.items():
+        if name not in tensors:
+            raise RunError(f"{str(p)!r} lacks tensor {name!r} that config.json's model needs.")
+        if tuple(tensors[name].shape) != tuple(t.shape):
+            raise RunError(
+                f"{str(p)!r} holds {name!r} with shape {tuple(tensors[name].shape)} but "
+                f"config.json's model needs {tuple(t.shape)}."
+            )
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise RunError(f"{str(p)!r} holds tensor {extra[0]!r} that config.json's model lacks.")
+    with torch.no_grad():
+        params = model.state_dict()
+        for name, t in tensors.items():
+            params[name].copy_(t)
+
+
+def save_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        return dict(torch.load(p, map_location="cpu", weights_only=True))
+    except FileNotFoundError as exc:
+        raise RunError(f"{str(p)!r} is missing, so the run cannot be resumed.") from exc
+    except Exception as exc:  # torch raises many types for a damaged pickle
+        raise RunError(f"{str(p)!r} is truncated or corrupt, so the run cannot be resumed.") from exc
+
+
+def is_run_dir(path: str | os.PathLike[str]) -> bool:
+    return (Path(path) / CONFIG).is_file()
+
+
+def check_run_dir(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise RunError(f"run directory {str(p)!r} does not exist.")
+    if not is_run_dir(p):
+        raise RunError(f"{str(p)!r} is not an rnnkit run directory (it has no {CONFIG}).")
+    return p
+
+
+def read_config(run: str | os.PathLike[str]) -> dict[str, Any]:
+    p = check_run_dir(run) / CONFIG
+    try:
+        config = json.loads(p.read_text(encoding="utf-8"))
+        if not isinstance(config, dict) or "model" not in config:
+            raise ValueError("no model section")
+        return config
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunError(f"{str(p)!r} is not a valid rnnkit config file.") from exc
+
+
+def write_config(run: str | os.PathLike[str], config: dict[str, Any]) -> None:
+    atomic_write_json(Path(run) / CONFIG, config)
+
+
+@dataclass
+class LoadedRun:
+    """A trained model with its vocabulary and settings, ready to evaluate or sample."""
+
+    path: Path
+    model: RNNLanguageModel
+    vocab: Vocab
+    config: dict[str, Any]
+
+    @property
+    def level(self) -> str:
+        return self.vocab.level
+
+
+def build_model(config: dict[str, Any], vocab: Vocab, path: Path) -> RNNLanguageModel:
+    try:
+        mcfg = ModelConfig.from_dict(dict(config["model"]))
+    except (ConfigError, TypeError) as exc:
+        raise RunError(f"{str(path / CONFIG)!r} has an invalid model section: {exc}") from exc
+    if mcfg.vocab_size != len(vocab):
+        raise RunError(
+            f"{str(path / CONFIG)!r} says vocab_size {mcfg.vocab_size} but {VOCAB} holds "
+            f"{len(vocab)} tokens."
+        )
+    return RNNLanguageModel(mcfg)
+
+
+def load_run(
+    run: str | os.PathLike[str], weights: str = "best", device: str | torch.device = "cpu"
+) -> LoadedRun:
+    """Rebuild a run's model from config.json and load its best (or last) weights."""
+    path = check_run_dir(run)
+    config = read_config(path)
+    vocab = Vocab.load(path / VOCAB)
+    model = build_model(config, vocab, path)
+    load_weights(model, path / (BEST if weights == "best" else LAST))
+    model.to(device)
+    model.eval()
+    return LoadedRun(path, model, vocab, config)

@@ -1,0 +1,101 @@
+"""Training and data settings, saved in config.json so a run can be redone or resumed."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from rnnkit.errors import ConfigError, did_you_mean
+
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("rnnlm", "plateau", "constant")
+DEFAULT_LR = {"adam": 2e-3, "sgd": 1.0}
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it becomes tokens."""
+
+    corpus: str = "shakespeare"  # a path, or the name of a built-in corpus
+    valid: str | None = None  # a validation file; None: the last valid_fraction of corpus
+    valid_fraction: float = 0.1
+    level: str = "char"
+    vocab_size: int | None = None  # keep at most this many tokens (specials included)
+    min_count: int = 1
+
+    def validate(self) -> None:
+        if not 0.0 < self.valid_fraction < 1.0:
+            raise ConfigError(f"--valid-fraction must be between 0 and 1, not {self.valid_fraction}.")
+        if self.vocab_size is not None and self.vocab_size < 2:
+            raise ConfigError(f"--vocab-size must be at least 2, not {self.vocab_size}.")
+        if self.min_count < 1:
+            raise ConfigError(f"--min-count must be at least 1, not {self.min_count}.")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings: truncated BPTT over batch columns, clipping, LR schedule.
+
+    ``lr_schedule``: ``rnnlm`` is the RNNLM toolkit's (halve the learning rate once the
+    validation loss improves by a factor below ``min_improvement``, halve at every
+    validation after that, stop when it fails to improve by that factor again);
+    ``plateau`` halves whenever the improvement is below ``min_improvement``;
+    ``constant`` never changes it. ``patience`` stops after that many validations without a
+    new best (0: never). ``validate_every`` validates every N steps as well as after each
+    epoch (0: epochs only).
+    """
+
+    batch_size: int = 32
+    bptt: int = 64
+    optimizer: str = "adam"
+    lr: float | None = None  # None: 2e-3 for adam, 1.0 for sgd
+    lr_schedule: str = "plateau"
+    min_improvement: float = 1.003
+    clip: float = 5.0  # max gradient norm; 0 turns clipping off
+    weight_decay: float = 0.0
+    epochs: int = 20
+    patience: int = 5
+    validate_every: int = 0
+    log_every: int = 20
+    eval_batch_size: int = 16
+    seed: int = 1234
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"--optimizer must be adam or sgd, not {self.optimizer!r}"
+                f"{did_you_mean(self.optimizer, OPTIMIZERS)}."
+            )
+        if self.lr_schedule not in SCHEDULES:
+            raise ConfigError(
+                f"--lr-schedule must be one of {', '.join(SCHEDULES)}, not {self.lr_schedule!r}"
+                f"{did_you_mean(self.lr_schedule, SCHEDULES)}."
+            )
+        for name in ("batch_size", "bptt", "epochs", "eval_batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}.")
+        for name in ("patience", "validate_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must not be negative.")
+        if self.lr is not None and not self.lr > 0:
+            raise ConfigError(f"--lr must be positive, not {self.lr}.")
+        if self.clip < 0:
+            raise ConfigError(f"--clip must not be negative, not {self.clip}.")
+        if self.min_improvement < 1.0:
+            raise ConfigError(f"--min-improvement must be at least 1.0, not {self.min_improvement}.")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+
+def from_dict(cls: Any, data: dict[str, Any], what: str) -> Any:
+    """Build a settings dataclass from a dict, naming any unknown key."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown {what} setting {unknown[0]!r}{did_you_mean(unknown[0], names)}.")
+    obj = cls(**data)
+    obj.validate()
+    return obj

@@ -1,0 +1,64 @@
+"""Learning-rate schedules driven by the validation loss, and early stopping."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class ValidationSchedule:
+    """Decides after each validation: new learning rate, and whether to stop.
+
+    ``rnnlm`` (Mikolov's RNNLM toolkit): once the loss improves by a factor below
+    ``min_improvement`` the rate is halved, and halved again after every later validation;
+    the next time the improvement falls below the factor, training stops.
+    ``plateau``: halve whenever the improvement is below the factor. ``constant``: never.
+    ``patience`` > 0 stops after that many validations without a new best loss.
+    """
+
+    def __init__(self, kind: str, lr: float, min_improvement: float, patience: int) -> None:
+        self.kind = kind
+        self.lr = lr
+        self.min_improvement = min_improvement
+        self.patience = patience
+        self.prev_loss = math.inf
+        self.best_loss = math.inf
+        self.halving = False
+        self.bad = 0
+
+    def step(self, loss: float) -> tuple[bool, str | None]:
+        """Record a validation loss; return (is_new_best, reason_to_stop or None)."""
+        improved = loss * self.min_improvement < self.prev_loss
+        is_best = loss < self.best_loss
+        stop: str | None = None
+        if self.kind == "rnnlm":
+            if not improved:
+                if self.halving:
+                    stop = "validation stopped improving after the learning rate was halved"
+                self.halving = True
+            if self.halving and stop is None:
+                self.lr /= 2
+        elif self.kind == "plateau" and not improved and math.isfinite(self.prev_loss):
+            self.lr /= 2
+        self.bad = 0 if is_best else self.bad + 1
+        if stop is None and self.patience and self.bad >= self.patience:
+            stop = f"no new best validation loss in {self.patience} validations (patience)"
+        self.prev_loss = loss
+        self.best_loss = min(self.best_loss, loss)
+        return is_best, stop
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "lr": self.lr,
+            "prev_loss": self.prev_loss,
+            "best_loss": self.best_loss,
+            "halving": self.halving,
+            "bad": self.bad,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.lr = float(state["lr"])
+        self.prev_loss = float(state["prev_loss"])
+        self.best_loss = float(state["best_loss"])
+        self.halving = bool(state["halving"])
+        self.bad = int(state["bad"])

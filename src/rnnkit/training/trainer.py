@@ -1,0 +1,332 @@
+"""The training loop: truncated BPTT over a token stream, with everything a run needs.
+
+One step trains on one window of ``bptt`` steps of every batch row; the hidden state is
+carried to the next window and detached (truncated BPTT), reset to a_0 = 0 at each epoch.
+The loss is the cross-entropy per step averaged over the window and the batch. After each
+epoch (and every ``validate_every`` steps) the model is validated, the schedule decides the
+learning rate and whether to stop, and the run directory is updated: the best weights, the
+last weights and the resume state. Ctrl-C saves the resume state before stopping; a run
+killed outright resumes from its last saved state.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rnnkit.errors import RnnkitError
+from rnnkit.evaluation.stream import stream_loss
+from rnnkit.models import RNNLanguageModel, State, detach_state
+from rnnkit.text.batching import batchify, num_windows, window
+from rnnkit.training.checkpoint import BEST, LAST, METRICS, STATE, save_state, save_weights
+from rnnkit.training.config import TrainConfig
+from rnnkit.training.metrics import MetricsLog
+from rnnkit.training.schedule import ValidationSchedule
+
+LN2 = math.log(2.0)
+
+
+@dataclass
+class TrainResult:
+    """How a call to :meth:`Trainer.fit` ended."""
+
+    run: Path
+    stopped: str  # why training stopped
+    step: int
+    epoch: int
+    best_valid_loss: float  # nats per token
+    last_valid_loss: float
+    elapsed: float  # seconds of training in this call
+    tokens_per_second: float
+    unit: str = "token"
+    interrupted: bool = False
+
+
+class _InterruptFlag:
+    """The first Ctrl-C asks the loop to save and stop; a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old: Any = None
+
+    def __enter__(self) -> _InterruptFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _pack_hidden(hidden: State | None) -> dict[str, torch.Tensor]:
+    if hidden is None:
+        return {}
+    if isinstance(hidden, tuple):
+        return {"h": hidden[0].cpu(), "c": hidden[1].cpu()}
+    return {"h": hidden.cpu()}
+
+
+def _unpack_hidden(packed: dict[str, torch.Tensor], device: torch.device) -> State | None:
+    if not packed:
+        return None
+    if "c" in packed:
+        return (packed["h"].to(device), packed["c"].to(device))
+    return packed["h"].to(device)
+
+
+class Trainer:
+    """Trains ``model`` on ``train_ids`` and validates on ``valid_ids``, in run directory ``run``."""
+
+    def __init__(
+        self,
+        model: RNNLanguageModel,
+        train_ids: np.ndarray,
+        valid_ids: np.ndarray,
+        config: TrainConfig,
+        run: Path,
+        device: torch.device,
+        unit: str = "token",
+        progress: bool | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.model = model.to(device)
+        self.config = config
+        self.run = Path(run)
+        self.device = device
+        self.unit = unit
+        self.progress = progress
+        self.log = log or (lambda msg: None)
+        self.columns = batchify(train_ids, config.batch_size)
+        if self.columns.shape[0] == 0 or num_windows(self.columns, config.bptt) == 0:
+            raise RnnkitError(
+                f"the training text is too short for --batch-size {config.batch_size}: it "
+                f"needs at least {config.batch_size + 1} tokens."
+            )
+        self.valid_ids = valid_ids
+        self.windows = num_windows(self.columns, config.bptt)
+        lr = config.learning_rate
+        if config.optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
+                model.parameters(), lr=lr, weight_decay=config.weight_decay
+            )
+        else:
+            self.optimizer = torch.optim.SGD(
+                model.parameters(), lr=lr, weight_decay=config.weight_decay
+            )
+        self.schedule = ValidationSchedule(
+            config.lr_schedule, lr, config.min_improvement, config.patience
+        )
+        self.metrics = MetricsLog(self.run / METRICS)
+        # The position in the data and the carried state: all saved in state.pt.
+        self.step = 0
+        self.epoch = 0
+        self.window = 0
+        self.tokens = 0
+        self.hidden: State | None = None
+        self.last_valid = math.nan
+        self.saved_step = -1
+
+    # -- the resume state ---------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "rng": _rng_state(),
+            "position": {
+                "step": self.step,
+                "epoch": self.epoch,
+                "window": self.window,
+                "tokens": self.tokens,
+                "last_valid": self.last_valid,
+            },
+            "hidden": _pack_hidden(self.hidden),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        _set_rng_state(state["rng"])
+        pos = state["position"]
+        self.step, self.epoch, self.window = int(pos["step"]), int(pos["epoch"]), int(pos["window"])
+        self.tokens, self.last_valid = int(pos["tokens"]), float(pos["last_valid"])
+        self.hidden = _unpack_hidden(state["hidden"], self.device)
+        self.metrics.truncate_after(self.step)
+        self.saved_step = self.step
+
+    def save_checkpoint(self, best: bool = False) -> None:
+        """last.safetensors and state.pt (and model.safetensors when ``best``), atomically."""
+        meta = {"step": str(self.step)}
+        self.saved_step = self.step
+        if best:
+            save_weights(self.model, self.run / BEST, **meta)
+        save_weights(self.model, self.run / LAST, **meta)
+        save_state(self.state_dict(), self.run / STATE)
+
+    # -- one step and one validation ----------------------------------------------------
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device, torch.long)
+
+    def train_step(self) -> float:
+        x, y = window(self.columns, self.window, self.config.bptt)
+        inputs, targets = self._tensor(x), self._tensor(y)
+        self.model.train()
+        loss, hidden = self.model.loss(inputs, targets, detach_state(self.hidden))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        self.optimizer.step()
+        self.hidden = detach_state(hidden)
+        self.step += 1
+        self.window += 1
+        self.tokens += targets.numel()
+        return loss.item()
+
+    def validate(self) -> float:
+        total, count = stream_loss(
+            self.model,
+            self.valid_ids,
+            batch_size=self.config.eval_batch_size,
+            bptt=max(self.config.bptt, 256),
+            device=self.device,
+        )
+        return total / max(count, 1)
+
+    # -- the loop -------------------------------------------------------------------------
+    def fit(self, max_time: float | None = None, max_steps: int | None = None) -> TrainResult:
+        """Train until the epochs, the schedule, ``max_time`` seconds or ``max_steps`` end it."""
+        cfg = self.config
+        start = time.perf_counter()
+        start_tokens = self.tokens
+        total_steps = cfg.epochs * self.windows
+        stopped = ""
+        ema = math.nan
+        bar = tqdm(
+            total=total_steps,
+            initial=min(self.step, total_steps),
+            unit="step",
+            file=sys.stderr,
+            disable=None if self.progress is None else not self.progress,
+            dynamic_ncols=True,
+            leave=False,
+        )
+        with _InterruptFlag() as interrupt, bar:
+            while not stopped:
+                if self.epoch >= cfg.epochs:
+                    stopped = f"finished {cfg.epochs} epochs"
+                    break
+                if self.window == 0:
+                    self.hidden = None  # a_0 = 0 at the start of each pass over the data
+                loss = self.train_step()
+                if not math.isfinite(loss):
+                    raise RnnkitError(
+                        f"training diverged at step {self.step} (the loss is {loss}); lower "
+                        "--lr or use --clip. The run keeps its last good checkpoint."
+                    )
+                ema = loss if math.isnan(ema) else 0.95 * ema + 0.05 * loss
+                bar.update(1)
+                end_of_epoch = self.window >= self.windows
+                if end_of_epoch:
+                    self.epoch += 1
+                    self.window = 0
+                elapsed = time.perf_counter() - start
+                if self.step % cfg.log_every == 0 or end_of_epoch:
+                    tps = (self.tokens - start_tokens) / max(elapsed, 1e-9)
+                    bar.set_postfix_str(self._postfix(ema, tps), refresh=False)
+                    self.metrics.append(
+                        {
+                            "kind": "train",
+                            "step": self.step,
+                            "epoch": self.epoch + self.window / self.windows,
+                            "tokens": self.tokens,
+                            "time": round(elapsed, 3),
+                            "lr": self.schedule.lr,
+                            "train_loss": ema,
+                            "tokens_per_second": round(tps, 1),
+                        }
+                    )
+                if end_of_epoch or (cfg.validate_every and self.step % cfg.validate_every == 0):
+                    stopped = self._validate_and_save(bar, start)
+                if not stopped:
+                    if interrupt.set:
+                        stopped = "interrupted"
+                    elif max_steps is not None and self.step >= max_steps:
+                        stopped = f"reached --max-steps {max_steps}"
+                    elif max_time is not None and time.perf_counter() - start >= max_time:
+                        stopped = f"reached --max-time {max_time:g} s"
+            if self.saved_step != self.step:
+                self.save_checkpoint()
+        elapsed = time.perf_counter() - start
+        return TrainResult(
+            run=self.run,
+            stopped=stopped,
+            step=self.step,
+            epoch=self.epoch,
+            best_valid_loss=self.schedule.best_loss,
+            last_valid_loss=self.last_valid,
+            elapsed=elapsed,
+            tokens_per_second=(self.tokens - start_tokens) / max(elapsed, 1e-9),
+            unit=self.unit,
+            interrupted=stopped == "interrupted",
+        )
+
+    def _postfix(self, loss: float, tps: float) -> str:
+        per = f"{loss / LN2:.3f} bits/{self.unit}"
+        return f"loss {loss:.3f} nats/{self.unit}, {per}, {tps:,.0f} {self.unit}s/s"
+
+    def _validate_and_save(self, bar: Any, start: float) -> str:
+        loss = self.validate()
+        self.last_valid = loss
+        is_best, stop = self.schedule.step(loss)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.schedule.lr
+        record = {
+            "kind": "valid",
+            "step": self.step,
+            "epoch": self.epoch + self.window / self.windows,
+            "tokens": self.tokens,
+            "time": round(time.perf_counter() - start, 3),
+            "lr": self.schedule.lr,
+            "valid_loss": loss,
+            "best": is_best,
+        }
+        self.metrics.append(record)
+        self.log(
+            f"step {self.step}: valid {loss:.4f} nats/{self.unit} "
+            f"({loss / LN2:.4f} bits/{self.unit}){' (best)' if is_best else ''}, lr {self.schedule.lr:.3g}"
+        )
+        self.save_checkpoint(best=is_best)
+        return stop or ""
