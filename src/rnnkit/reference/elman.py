@@ -23,6 +23,7 @@ every window of k steps, exactly what torch does when the state is detached betw
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ OUTPUTS = ("softmax", "sigmoid")
 # --- input: embedding lookup or one-hot ---------------------------------------------------
 
 
-def one_hot(tokens: Array, size: int, dtype: type = np.float64) -> Array:
+def one_hot(tokens: Array, size: int, dtype: Any = np.float64) -> Array:
     """x_t = e_{token_t}: (B, T) ints -> (B, T, size), as the seeds feed characters."""
     return np.eye(size, dtype=dtype)[tokens]
 
@@ -139,7 +140,7 @@ def layer_backward(
     dW_ax, dW_aa, db_a, da) where dx (B, T, D) goes to the layer below, da0 is dL/da_0 and
     da (B, T, H) is the total dL/da_t at every step (what the diagnostics plot).
     """
-    B, T, _ = x.shape
+    T = x.shape[1]
     dx = np.zeros_like(x)
     da = np.zeros_like(a)
     dW_ax, dW_aa = np.zeros_like(W_ax), np.zeros_like(W_aa)
@@ -379,8 +380,9 @@ def predict(
 ) -> Array:
     """y_t for every step, (B, T, K): probabilities (softmax) or bit probabilities (sigmoid)."""
     B, T = inputs.shape[:2]
-    if output == "softmax":
-        dummy = np.zeros((B, T), dtype=np.int64)
-    else:
-        dummy = np.zeros((B, T, params.output_size))
+    dummy: Array = (
+        np.zeros((B, T), dtype=np.int64)
+        if output == "softmax"
+        else np.zeros((B, T, params.output_size))
+    )
     return forward(params, inputs, dummy, nonlinearity, output).y
