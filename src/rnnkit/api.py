@@ -96,7 +96,7 @@ def _prepare_data(data: DataConfig, vocab: Vocab | None) -> _Data:
         if len(valid_ids) < 2:
             raise DataError(f"validation file {data.valid!r} is empty or too short to score.")
     else:
-        cut = int(round(len(ids) * (1.0 - data.valid_fraction)))
+        cut = int(len(ids) * (1.0 - data.valid_fraction))  # as nanoGPT: first 90% / last 10%
         train_ids, valid_ids = ids[:cut], ids[cut:]
         if len(valid_ids) < 2 or len(train_ids) < 2:
             raise DataError(

@@ -9,6 +9,11 @@ from rnnkit.models import RNNLanguageModel, State
 from rnnkit.text.batching import batchify, num_windows, tail, window
 
 
+def to_tensor(ids: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """A (view of an) id array as a new int64 tensor on ``device``."""
+    return torch.tensor(ids, dtype=torch.long, device=device)
+
+
 @torch.inference_mode()
 def stream_loss(
     model: RNNLanguageModel,
@@ -33,9 +38,8 @@ def stream_loss(
             state: State | None = None
             for i in range(num_windows(part, bptt)):
                 x, y = window(part, i, bptt)
-                xt = torch.from_numpy(np.ascontiguousarray(x)).long().to(device)
-                yt = torch.from_numpy(np.ascontiguousarray(y)).long().to(device)
-                logp, state = model.log_prob(xt, yt, state)
+                yt = to_tensor(y, device)
+                logp, state = model.log_prob(to_tensor(x, device), yt, state)
                 total -= float(logp.double().sum())
                 count += yt.numel()
         return total, count

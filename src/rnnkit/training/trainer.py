@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from rnnkit.errors import RnnkitError
-from rnnkit.evaluation.stream import stream_loss
+from rnnkit.evaluation.stream import stream_loss, to_tensor
 from rnnkit.models import RNNLanguageModel, State, detach_state
 from rnnkit.text.batching import batchify, num_windows, window
 from rnnkit.training.checkpoint import BEST, LAST, METRICS, STATE, save_state, save_weights
@@ -196,12 +196,9 @@ class Trainer:
         save_state(self.state_dict(), self.run / STATE)
 
     # -- one step and one validation ----------------------------------------------------
-    def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).to(self.device, torch.long)
-
     def train_step(self) -> float:
         x, y = window(self.columns, self.window, self.config.bptt)
-        inputs, targets = self._tensor(x), self._tensor(y)
+        inputs, targets = to_tensor(x, self.device), to_tensor(y, self.device)
         self.model.train()
         loss, hidden = self.model.loss(inputs, targets, detach_state(self.hidden))
         self.optimizer.zero_grad(set_to_none=True)

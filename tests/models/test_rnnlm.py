@@ -1,0 +1,90 @@
+"""The language model computes exactly the seeds' equations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rnnkit.errors import ConfigError
+from rnnkit.models import ModelConfig, RNNLanguageModel
+
+
+def elman_by_hand(model: RNNLanguageModel, tokens: torch.Tensor) -> torch.Tensor:
+    """a_t = g1(W_aa a_{t-1} + W_ax x_t + b_a), y_t = softmax(W_ya a_t + b_y), a_0 = 0."""
+    cfg = model.config
+    g1 = torch.tanh if cfg.nonlinearity == "tanh" else torch.relu
+    x = model.inputs(tokens)  # (B, T, E)
+    B, T, _ = x.shape
+    for k in range(cfg.num_layers):
+        W_ax = getattr(model.rnn, f"weight_ih_l{k}")
+        W_aa = getattr(model.rnn, f"weight_hh_l{k}")
+        b_a = getattr(model.rnn, f"bias_ih_l{k}") + getattr(model.rnn, f"bias_hh_l{k}")
+        a = torch.zeros(B, cfg.hidden_size, dtype=x.dtype)
+        outs = []
+        for t in range(T):
+            a = g1(a @ W_aa.T + x[:, t] @ W_ax.T + b_a)
+            outs.append(a)
+        x = torch.stack(outs, dim=1)
+    W_ya, b_y = model.head.linear.weight, model.head.linear.bias
+    return torch.softmax(x @ W_ya.T + b_y, dim=-1)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_elman_equals_the_equations(nonlinearity: str, num_layers: int, one_hot: bool) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=7, hidden_size=5, num_layers=num_layers,
+                      nonlinearity=nonlinearity, one_hot=one_hot)
+    model = RNNLanguageModel(cfg).double().eval()
+    tokens = torch.randint(0, 7, (3, 9))
+    logits, _ = model(tokens)
+    expected = elman_by_hand(model, tokens)
+    torch.testing.assert_close(torch.softmax(logits, -1), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_distributions_sum_to_one_and_log_prob_matches(cell: str) -> None:
+    torch.manual_seed(1)
+    model = RNNLanguageModel(ModelConfig(vocab_size=11, cell=cell, hidden_size=6, num_layers=2)).double()
+    model.eval()
+    tokens = torch.randint(0, 11, (2, 7))
+    targets = torch.randint(0, 11, (2, 7))
+    a, _ = model.features(tokens)
+    logp = model.head.log_probs(a)
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2, 7, dtype=torch.float64))
+    picked, _ = model.log_prob(tokens, targets)
+    torch.testing.assert_close(picked, logp.gather(-1, targets[..., None]).squeeze(-1))
+    loss, _ = model.loss(tokens, targets)
+    torch.testing.assert_close(loss, -picked.mean())
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_state_carried_across_calls_equals_one_call(cell: str) -> None:
+    torch.manual_seed(2)
+    model = RNNLanguageModel(ModelConfig(vocab_size=9, cell=cell, hidden_size=4)).double().eval()
+    tokens = torch.randint(0, 9, (2, 10))
+    whole, _ = model(tokens)
+    first, state = model(tokens[:, :4])
+    second, _ = model(tokens[:, 4:], state)
+    torch.testing.assert_close(torch.cat([first, second], 1), whole)
+
+
+def test_tied_weights_share_one_tensor() -> None:
+    model = RNNLanguageModel(ModelConfig(vocab_size=10, hidden_size=8, tie_weights=True))
+    assert model.head.linear.weight is model.embedding.weight  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(hidden_size=8, embedding_size=4, tie_weights=True), "--tie-weights needs --embedding-size equal"),
+        (dict(tie_weights=True, one_hot=True), "conflicts with --one-hot"),
+        (dict(cell="lstm", nonlinearity="relu"), "applies only to --cell rnn"),
+        (dict(cell="lsmt"), "did you mean 'lstm'"),
+        (dict(dropout=1.5), "--dropout must be in"),
+    ],
+)
+def test_bad_model_settings_are_one_clear_sentence(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig(vocab_size=10, **kwargs)

@@ -1,0 +1,118 @@
+"""Training: learning, determinism, exact resume, validation, schedules, metrics, plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import rnnkit
+from rnnkit.training.metrics import read_metrics
+from rnnkit.training.schedule import ValidationSchedule
+
+SMALL = dict(hidden_size=16, batch_size=4, bptt=12, log_every=3, eval_batch_size=2, seed=3)
+
+
+def weights(run: Path, name: str = "last.safetensors") -> dict[str, torch.Tensor]:
+    return load_file(str(run / name))
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_training_learns_the_tiny_corpus(tiny_run: Path) -> None:
+    valid = [r for r in read_metrics(tiny_run / "metrics.jsonl") if r["kind"] == "valid"]
+    assert len(valid) == 6  # one validation per epoch
+    # uniform over the vocabulary would be ln(V) nats per char
+    vocab = json.loads((tiny_run / "vocab.json").read_text())["tokens"]
+    assert valid[-1]["valid_loss"] < 0.5 * math.log(len(vocab))
+    for name in ("config.json", "vocab.json", "model.safetensors", "last.safetensors", "state.pt"):
+        assert (tiny_run / name).is_file(), name
+
+
+def test_same_seed_same_run(tiny_corpus: Path, tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        rnnkit.train(tiny_corpus, tmp_path / name, max_steps=8, progress=False, **SMALL)
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        dict(cell="rnn"),
+        dict(cell="lstm", num_layers=2, dropout=0.3, validate_every=10),  # RNG and mid-epoch validation
+        dict(cell="gru", optimizer="sgd", lr_schedule="rnnlm", lr=0.5),
+    ],
+)
+def test_stopped_and_resumed_run_ends_with_the_same_weights(tiny_corpus: Path, tmp_path: Path, extra: dict) -> None:
+    settings = {**SMALL, "epochs": 2, **extra}
+    full = rnnkit.train(tiny_corpus, tmp_path / "full", progress=False, **settings)
+    assert full.stopped == "finished 2 epochs"
+    part = rnnkit.train(tiny_corpus, tmp_path / "part", max_steps=5, progress=False, **settings)
+    assert part.stopped == "reached --max-steps 5"
+    part = rnnkit.train(resume=tmp_path / "part", max_steps=11, progress=False)
+    rest = rnnkit.train(resume=tmp_path / "part", progress=False)
+    assert rest.stopped == "finished 2 epochs" and rest.step == full.step
+    assert_same_weights(tmp_path / "full", tmp_path / "part")
+    a = read_metrics(tmp_path / "full" / "metrics.jsonl")
+    b = read_metrics(tmp_path / "part" / "metrics.jsonl")
+    strip = lambda rs: [(r["kind"], r["step"], r.get("valid_loss")) for r in rs]  # noqa: E731
+    assert strip(a) == strip(b)  # no record lost or written twice by the stops
+
+
+def test_best_weights_are_the_best_validation(tiny_run: Path) -> None:
+    valid = [r for r in read_metrics(tiny_run / "metrics.jsonl") if r["kind"] == "valid"]
+    best = min(valid, key=lambda r: r["valid_loss"])
+    result = rnnkit.evaluate(tiny_run, tiny_run.parent / "tiny.txt", device="cpu")
+    assert result.tokens > 0
+    # model.safetensors holds the weights of the best validation step
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_run / "model.safetensors"), "pt") as f:
+        assert f.metadata()["step"] == str(best["step"])
+
+
+def test_rnnlm_schedule_halves_then_stops() -> None:
+    s = ValidationSchedule("rnnlm", lr=1.0, min_improvement=1.01, patience=0)
+    assert s.step(5.0) == (True, None) and s.lr == 1.0
+    assert s.step(4.0) == (True, None) and s.lr == 1.0
+    assert s.step(3.99) == (True, None) and s.lr == 0.5  # improved by < 1%: start halving
+    assert s.step(3.5) == (True, None) and s.lr == 0.25  # keep halving every validation
+    best, stop = s.step(3.49)
+    assert stop is not None and "stopped improving" in stop
+
+
+def test_plateau_schedule_and_patience() -> None:
+    s = ValidationSchedule("plateau", lr=1.0, min_improvement=1.003, patience=2)
+    s.step(2.0)
+    s.step(2.1)
+    assert s.lr == 0.5
+    _, stop = s.step(2.2)
+    assert stop is not None and "patience" in stop
+
+
+def test_max_time_stops_cleanly(tiny_corpus: Path, tmp_path: Path) -> None:
+    result = rnnkit.train(tiny_corpus, tmp_path / "r", max_time=0.5, epochs=1000, progress=False, **SMALL)
+    assert result.stopped.startswith("reached --max-time")
+    assert rnnkit.load(tmp_path / "r", weights="last") is not None
+
+
+def test_plot_writes_a_png(tiny_run: Path, tmp_path: Path) -> None:
+    out = rnnkit.plot(tiny_run, tmp_path / "curves.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_vocabulary_comes_from_the_training_part_only(tmp_path: Path) -> None:
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("abab" * 50 + "zzzz", encoding="utf-8")  # 'z' only in the last 10%
+    rnnkit.train(corpus, tmp_path / "r", max_steps=1, progress=False, **SMALL)
+    tokens = json.loads((tmp_path / "r" / "vocab.json").read_text())["tokens"]
+    assert "z" not in tokens and "a" in tokens
