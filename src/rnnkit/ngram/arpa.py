@@ -13,6 +13,7 @@ missing back-offs, n-grams whose prefix is missing). Anything malformed raises
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
 import os
@@ -65,7 +66,12 @@ def arpa_lines(model: NgramModel) -> Iterator[str]:
             bos = _fmt(model.log10_backoff[k - 1])
             for s in range(0, len(tl), step):
                 yield "".join(
-                    map("{}\t{}\t{}\n".format, probs[s : s + step], tl[s : s + step], bos[s : s + step])
+                    map(
+                        "{}\t{}\t{}\n".format,
+                        probs[s : s + step],
+                        tl[s : s + step],
+                        bos[s : s + step],
+                    )
                 )
         else:
             for s in range(0, len(tl), step):
@@ -97,10 +103,8 @@ def write_arpa(model: NgramModel, path: str | os.PathLike[str]) -> None:
             os.fsync(raw.fileno())
         os.replace(tmp, p)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
@@ -154,15 +158,7 @@ def _parse_section(
     log10 back-offs (0 where absent), line number of the first row)."""
     start = lines.i
     body = lines.lines[start : start + count]
-    if len(body) < count or any(not ln.strip() or ln.lstrip().startswith("\\") for ln in body):
-        # Find where the section ended early, to name that line.
-        for j, ln in enumerate(body):
-            if not ln.strip() or ln.lstrip().startswith("\\"):
-                raise lines.error(
-                    start + j + 1,
-                    f"the {k}-grams section ends after {j} lines but the header declares "
-                    f"{count}; fix the count in \\data\\ or the missing lines",
-                )
+    if len(body) < count:
         raise lines.error(
             len(lines.lines), f"the file ends inside the {k}-grams section; it is truncated"
         )
@@ -172,6 +168,12 @@ def _parse_section(
     lengths = set(map(len, rows))
     if not lengths <= {k + 1, k + 2} or (is_highest and k + 2 in lengths):
         for j, r in enumerate(rows):
+            if not r or r[0].startswith("\\"):
+                raise lines.error(
+                    start + j + 1,
+                    f"the {k}-grams section ends after {j} lines but the header declares "
+                    f"{count}; fix the count in \\data\\ or add the missing lines",
+                )
             if len(r) not in (k + 1, k + 2) or (is_highest and len(r) == k + 2):
                 want = f"{k + 1}" if is_highest else f"{k + 1} or {k + 2}"
                 raise lines.error(

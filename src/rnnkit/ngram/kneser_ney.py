@@ -72,7 +72,9 @@ class Estimate:
     num_words: int
 
 
-def count_ngrams(seq: np.ndarray, pos: np.ndarray, order: int, vocab_size: int) -> list[OrderCounts]:
+def count_ngrams(
+    seq: np.ndarray, pos: np.ndarray, order: int, vocab_size: int
+) -> list[OrderCounts]:
     """Count n-grams of orders 1..``order`` in a framed id stream (see :func:`frame`).
 
     Returns one :class:`OrderCounts` per order with raw counts; adjusted counts are filled in by
@@ -86,15 +88,17 @@ def count_ngrams(seq: np.ndarray, pos: np.ndarray, order: int, vocab_size: int) 
     levels.append(
         OrderCounts(np.arange(vocab_size, dtype=np.uint64), raw1, np.zeros(0, np.int64), bos1)
     )
-    prev_ids = seq.astype(np.int32)  # id of the (k-1)-gram ending at each position
+    # id of the (k-1)-gram ending at each position (-1 where none)
+    prev_ids: np.ndarray = seq.astype(np.int32)
     for k in range(2, order + 1):
         where = np.flatnonzero(pos >= k - 1)
         key = prev_ids[where - 1].astype(np.uint64)
         key *= v
         key += seq[where].astype(np.uint64)
-        keys, inverse, raw = np.unique(key, return_inverse=True, return_counts=True)
+        keys, inverse_wide, raw = np.unique(key, return_inverse=True, return_counts=True)
         del key
-        inverse = inverse.astype(np.int32).reshape(-1)
+        inverse = inverse_wide.astype(np.int32).reshape(-1)
+        del inverse_wide
         suffix = np.empty(keys.shape[0], dtype=np.int64)
         suffix[inverse] = prev_ids[where]
         bos = np.zeros(keys.shape[0], dtype=bool)
