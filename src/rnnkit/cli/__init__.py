@@ -20,6 +20,8 @@ from rnnkit.errors import RnnkitError
 COMMAND_MODULES = (
     "rnnkit.cli.lm",
     "rnnkit.cli.diagnose",
+    "rnnkit.cli.ngram",
+    "rnnkit.cli.rescore",
 )
 
 

@@ -93,7 +93,7 @@ def write_arpa(model: NgramModel, path: str | os.PathLike[str]) -> None:
         with os.fdopen(fd, "wb") as raw:
             with no_gc():
                 if p.suffix == ".gz":
-                    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as gz:
+                    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:
                         for chunk in arpa_lines(model):
                             gz.write(chunk.encode("utf-8"))
                 else:
