@@ -84,7 +84,9 @@ def test_elman_gradient_flow_equals_the_reference(g: str) -> None:
 
 def test_vanishing_and_exploding_show_in_the_numbers(tmp_path: Path) -> None:
     ids = np.random.default_rng(0).integers(0, 7, 400).astype(np.int32)
-    s = Settings(hidden_size=16, seq_len=30, batch_size=4, train_steps=0, clip_steps=3)
+    s = Settings(
+        hidden_size=16, seq_len=30, batch_size=4, train_steps=0, clip_steps=3, explode_gain=3
+    )
     result = diagnose(ids, 7, tmp_path, s, plot=False)
     assert result.decay_per_step("rnn-tanh") < 0.9  # default init: vanishing
     assert result.decay_per_step("rnn-tanh, W_aa x3 (init)") > 1.1  # large W_aa: exploding

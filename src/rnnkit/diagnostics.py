@@ -199,7 +199,7 @@ class Settings:
     batch_size: int = 32  # sequences measured (and trained on)
     train_steps: int = 200  # Adam steps on the text before measuring a fresh model
     lr: float = 3e-3  # Adam, for those steps
-    explode_gain: float = 3.0  # W_aa ~ N(0, gain^2 / H): spectral radius about `gain`
+    explode_gain: float = 2.0  # W_aa ~ N(0, gain^2 / H): spectral radius about `gain`
     clip: float = 1.0  # clip-by-norm threshold in the clipping experiment
     clip_steps: int = 100  # SGD steps with and without clipping
     clip_lr: float = 0.3  # the SGD learning rate there
@@ -444,7 +444,11 @@ def plot_diagnostics(result: Result, path: Path, s: Settings) -> None:
     ax = axes[0, 0]
     for label, flow in result.flows.items():
         style = ":" if "SGD" in label else "--" if "W_aa" in label else "-"
-        ax.semilogy(np.maximum(flow.grad_norm, tiny), style, label=label)
+        g = flow.grad_norm
+        zero = np.flatnonzero(~(g > 0))  # exactly zero (or NaN) cannot be drawn on a log axis
+        if len(zero):
+            label += f" (0 from distance {zero[0]})"
+        ax.semilogy(np.where(g > 0, g, np.nan), style, label=label)
     ax.set_xlabel("distance T - t (steps)")
     ax.set_ylabel("||dL_T / da_t|| (nats per unit of a)")
     ax.set_title(f"gradient flow back in time (H={s.hidden_size}, layers={s.num_layers})")

@@ -80,8 +80,8 @@ def register(subparsers: Any) -> None:
     g.add_argument(
         "--explode-gain",
         type=float,
-        default=3.0,
-        help="large init W_aa ~ N(0, gain^2/H), spectral radius about gain (3)",
+        default=2.0,
+        help="large init W_aa ~ N(0, gain^2/H), spectral radius about gain (2)",
     )
     g.add_argument("--clip", type=float, default=1.0, help="gradient-norm clipping threshold (1)")
     g.add_argument(
