@@ -43,11 +43,16 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--discount-fallback",
-        nargs="*",
+        action="store_true",
+        help="when an order's counts of counts cannot give its discounts (small data), use "
+        "fallback discounts instead of failing (lmplz's 0.5 1 1.5 unless --fallback-discounts)",
+    )
+    p.add_argument(
+        "--fallback-discounts",
+        nargs=3,
         type=float,
-        metavar="D",
-        help="discounts D1 D2 D3+ to use for an order whose counts of counts cannot give them "
-        "(small data); without values: lmplz's 0.5 1 1.5",
+        metavar=("D1", "D2", "D3"),
+        help="the fallback discounts for --discount-fallback",
     )
     p.set_defaults(func=cmd_train)
 
@@ -71,18 +76,17 @@ def register(subparsers: Any) -> None:
             p.set_defaults(func=cmd_eval)
 
 
-def _fallback(values: list[float] | None) -> tuple[float, float, float] | None:
-    if values is None:
+def _fallback(args: argparse.Namespace) -> tuple[float, float, float] | None:
+    values = args.fallback_discounts
+    if values is not None and not args.discount_fallback:
+        raise ConfigError("--fallback-discounts needs --discount-fallback")
+    if not args.discount_fallback:
         return None
-    if not values:
+    if values is None:
         return (0.5, 1.0, 1.5)
-    if len(values) != 3:
-        raise ConfigError(
-            f"--discount-fallback takes three discounts (D1 D2 D3+) or none, got {len(values)}"
-        )
     for j, d in enumerate(values, start=1):
         if not 0.0 <= d <= j:
-            raise ConfigError(f"--discount-fallback D{j} must be between 0 and {j}, got {d}")
+            raise ConfigError(f"--fallback-discounts D{j} must be between 0 and {j}, got {d}")
     return (values[0], values[1], values[2])
 
 
@@ -91,7 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.order < 1:
         raise ConfigError(f"--order must be at least 1 (the n of the n-grams), got {args.order}")
-    fallback = _fallback(args.discount_fallback)
+    fallback = _fallback(args)
     t0 = time.perf_counter()
     model, info = train_kneser_ney_verbose(args.text, args.order, discount_fallback=fallback)
     t1 = time.perf_counter()
