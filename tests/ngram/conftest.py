@@ -17,3 +17,13 @@ def ptb() -> Path:
     if not (d / "ptb.train.txt").is_file():
         pytest.skip(f"PTB is absent from {d} (set RNNKIT_DATA to the shared data folder)")
     return d
+
+
+@pytest.fixture(scope="session")
+def ptb_kn5(ptb: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """KN5 on PTB train, written as ARPA once per session."""
+    from rnnkit.ngram import train_kneser_ney, write_arpa
+
+    path = tmp_path_factory.mktemp("ptb") / "kn5.arpa"
+    write_arpa(train_kneser_ney(ptb / "ptb.train.txt", 5), path)
+    return path
