@@ -25,13 +25,13 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import data_dir, emit_json, peak_rss_mb, print_machine  # noqa: E402
+from common import data_dir, emit_json, peak_rss_mb, print_machine
 
-import rnnkit  # noqa: E402
-from rnnkit.models import ModelConfig, RNNLanguageModel  # noqa: E402
-from rnnkit.text import build_vocab, encode_file, resolve_corpus  # noqa: E402
-from rnnkit.text.batching import batchify, num_windows, window  # noqa: E402
-from rnnkit.training import TrainConfig, Trainer  # noqa: E402
+import rnnkit
+from rnnkit.models import ModelConfig, RNNLanguageModel
+from rnnkit.text import build_vocab, encode_file, resolve_corpus
+from rnnkit.text.batching import batchify, num_windows, window
+from rnnkit.training import TrainConfig, Trainer
 
 # The configurations measured for the quality figures (also the CLI commands in the note).
 QUALITY = {
@@ -117,7 +117,11 @@ def overhead(hidden: int, batch: int, bptt: int, steps: int, rounds: int) -> dic
         f"plain PyTorch {plain_tps:,.0f} chars/s, rnnkit {kit_tps:,.0f} chars/s, "
         f"ratio rnnkit/plain {kit_tps / plain_tps:.3f}"
     )
-    return {"plain_chars_per_s": plain_tps, "rnnkit_chars_per_s": kit_tps, "ratio": kit_tps / plain_tps}
+    return {
+        "plain_chars_per_s": plain_tps,
+        "rnnkit_chars_per_s": kit_tps,
+        "ratio": kit_tps / plain_tps,
+    }
 
 
 def quality(name: str, minutes: float, quick: bool) -> dict:
@@ -146,12 +150,20 @@ def quality(name: str, minutes: float, quick: bool) -> dict:
         f"{wall / 60:.1f} min wall, {result.step} steps, {result.tokens_per_second:,.0f} chars/s; "
         f"{flag} the target {target}"
     )
-    return {"model": name, "settings": settings, "best_valid_nats_per_char": best,
-            "wall_s": wall, "steps": result.step, "chars_per_s": result.tokens_per_second}
+    return {
+        "model": name,
+        "settings": settings,
+        "best_valid_nats_per_char": best,
+        "wall_s": wall,
+        "steps": result.step,
+        "chars_per_s": result.tokens_per_second,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a few seconds, tiny sizes")
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per model")
     parser.add_argument("--models", default="elman,lstm", help="comma-separated: elman, lstm")

@@ -60,7 +60,9 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(name)
 
 
-def load(run: str | os.PathLike[str], weights: str = "best", device: str | None = "cpu") -> LoadedRun:
+def load(
+    run: str | os.PathLike[str], weights: str = "best", device: str | None = "cpu"
+) -> LoadedRun:
     """A run's model (best weights by default), vocabulary and config."""
     return load_run(run, weights=weights, device=resolve_device(device))
 
@@ -118,7 +120,9 @@ def _prepare_data(data: DataConfig, vocab: Vocab | None) -> _Data:
     return _Data(kept, remap[train_ids], remap[valid_ids])
 
 
-def _split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+def _split_settings(
+    settings: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     fields = {
         name: {f.name for f in dataclasses.fields(cls)}
         for name, cls in (("model", ModelConfig), ("data", DataConfig), ("training", TrainConfig))
@@ -151,10 +155,14 @@ def _check_resume_flags(saved: dict[str, Any], given: dict[str, Any]) -> None:
                 )
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an --out that is a file, a foreign folder, or a run without --overwrite."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {str(out)!r} is a file, not a directory.")
     if out.is_dir() and any(out.iterdir()):
+        own = all(p.name in RUN_FILES or p.name.endswith(".tmp") for p in out.iterdir())
+        if own and not is_run_dir(out):
+            return  # a run killed before its config.json was written: start it again
         if not is_run_dir(out):
             raise ConfigError(
                 f"--out {str(out)!r} is a non-empty folder that is not an rnnkit run; choose another."
@@ -164,8 +172,14 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
                 f"--out {str(out)!r} already holds a run; continue it with --resume {out} or "
                 "start again with --overwrite."
             )
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
+
+
+def _clear_out(out: Path) -> None:
+    """Make --out an empty run folder (only rnnkit's own files are removed)."""
+    if out.is_dir():
+        for p in out.iterdir():
+            if p.name in RUN_FILES or p.name.endswith(".tmp"):
+                p.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -203,10 +217,14 @@ def train(
         data_kw["corpus"] = str(corpus)
     if resume is not None:
         if overwrite:
-            raise ConfigError("--resume and --overwrite conflict: resuming keeps the run's checkpoints.")
+            raise ConfigError(
+                "--resume and --overwrite conflict: resuming keeps the run's checkpoints."
+            )
         if out is not None and Path(out).resolve() != Path(resume).resolve():
             raise ConfigError("--out and --resume name different runs; give only --resume RUN.")
-        return _resume(Path(resume), model_kw, data_kw, train_kw, dev, max_time, max_steps, progress, log)
+        return _resume(
+            Path(resume), model_kw, data_kw, train_kw, dev, max_time, max_steps, progress, log
+        )
     if out is None:
         raise ConfigError("--out RUN is required: the folder where the run is saved.")
     data_kw.setdefault("corpus", "shakespeare")
@@ -216,6 +234,8 @@ def train(
         data_kw["valid"] = str(Path(data_kw["valid"]).resolve())
     data_cfg = from_dict(DataConfig, data_kw, "data")
     train_cfg = from_dict(TrainConfig, train_kw, "training")
+    out_path = Path(out)
+    _check_out(out_path, overwrite)
     t0 = time.perf_counter()
     data = _prepare_data(data_cfg, None)  # bad input fails here, before anything is written
     model_cfg = ModelConfig(vocab_size=len(data.vocab), **model_kw)
@@ -223,8 +243,7 @@ def train(
         f"{data_cfg.level} vocabulary {len(data.vocab):,}, train {len(data.train_ids):,} "
         f"and valid {len(data.valid_ids):,} tokens (read in {time.perf_counter() - t0:.1f} s)"
     )
-    out_path = Path(out)
-    _prepare_out(out_path, overwrite)
+    _clear_out(out_path)
     torch.manual_seed(train_cfg.seed)
     model = RNNLanguageModel(model_cfg)
     config = {
@@ -235,13 +254,24 @@ def train(
         "stats": {"train_tokens": len(data.train_ids), "valid_tokens": len(data.valid_ids)},
     }
     data.vocab.save(out_path / VOCAB)
-    trainer = Trainer(model, data.train_ids, data.valid_ids, train_cfg, out_path, dev,
-                      unit=_unit(data_cfg.level), progress=progress, log=log)
+    trainer = Trainer(
+        model,
+        data.train_ids,
+        data.valid_ids,
+        train_cfg,
+        out_path,
+        dev,
+        unit=_unit(data_cfg.level),
+        progress=progress,
+        log=log,
+    )
     save_weights(model, out_path / "model.safetensors", step="0")
     trainer.save_checkpoint()
     write_config(out_path, config)  # last: the folder is a run once everything is in place
-    log(f"{model_cfg.cell} {model_cfg.num_layers}x{model_cfg.hidden_size}, "
-        f"{model.num_parameters():,} parameters, on {dev}")
+    log(
+        f"{model_cfg.cell} {model_cfg.num_layers}x{model_cfg.hidden_size}, "
+        f"{model.num_parameters():,} parameters, on {dev}"
+    )
     return trainer.fit(max_time=max_time, max_steps=max_steps)
 
 
@@ -274,8 +304,17 @@ def _resume(
             "(its token count differs), so the run cannot be resumed exactly."
         )
     model = build_model(config, vocab, run)
-    trainer = Trainer(model, data.train_ids, data.valid_ids, train_cfg, run, dev,
-                      unit=_unit(data_cfg.level), progress=progress, log=log)
+    trainer = Trainer(
+        model,
+        data.train_ids,
+        data.valid_ids,
+        train_cfg,
+        run,
+        dev,
+        unit=_unit(data_cfg.level),
+        progress=progress,
+        log=log,
+    )
     trainer.load_state_dict(load_state(run / STATE))
     if train_kw:
         config["training"] = dataclasses.asdict(train_cfg)
@@ -375,7 +414,9 @@ def generate(
     vocab = loaded.vocab
     enc = encode_text(prompt, vocab)
     if enc.unknown:
-        unseen = sorted({t for t in (prompt if vocab.level == "char" else prompt.split()) if t not in vocab})
+        unseen = sorted(
+            {t for t in (prompt if vocab.level == "char" else prompt.split()) if t not in vocab}
+        )
         shown = ", ".join(repr(t) for t in unseen[:5])
         raise DataError(
             f"the prompt holds {len(unseen)} {_unit(vocab.level)}(s) the model never saw in "

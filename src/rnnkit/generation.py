@@ -20,7 +20,9 @@ def check_sampling(
 ) -> None:
     """ConfigError for an out-of-range or conflicting sampling setting."""
     if greedy and (temperature is not None or top_k is not None or top_p is not None):
-        raise ConfigError("--greedy conflicts with --temperature, --top-k and --top-p; use one or the others.")
+        raise ConfigError(
+            "--greedy conflicts with --temperature, --top-k and --top-p; use one or the others."
+        )
     if temperature is not None and not temperature > 0:
         raise ConfigError(f"--temperature must be positive, not {temperature}.")
     if top_k is not None and top_k < 1:

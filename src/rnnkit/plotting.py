@@ -26,15 +26,27 @@ def plot_learning_curves(
     )
     ln2 = math.log(2)
     if train:
-        ax.plot([r["tokens"] for r in train], [r["train_loss"] / ln2 for r in train],
-                label="train (smoothed)", alpha=0.8)
+        ax.plot(
+            [r["tokens"] for r in train],
+            [r["train_loss"] / ln2 for r in train],
+            label="train (smoothed)",
+            alpha=0.8,
+        )
     if valid:
-        ax.plot([r["tokens"] for r in valid], [r["valid_loss"] / ln2 for r in valid],
-                "o-", label="validation")
+        ax.plot(
+            [r["tokens"] for r in valid],
+            [r["valid_loss"] / ln2 for r in valid],
+            "o-",
+            label="validation",
+        )
         best = min(valid, key=lambda r: r["valid_loss"])
-        ax.annotate(f"best {best['valid_loss'] / ln2:.3f} bits/{unit}",
-                    (best["tokens"], best["valid_loss"] / ln2),
-                    textcoords="offset points", xytext=(0, 12), ha="center")
+        ax.annotate(
+            f"best {best['valid_loss'] / ln2:.3f} bits/{unit}",
+            (best["tokens"], best["valid_loss"] / ln2),
+            textcoords="offset points",
+            xytext=(0, 12),
+            ha="center",
+        )
     ax.set_ylabel(f"bits per {unit}")
     ax.set_title(title or "learning curves")
     ax.grid(alpha=0.3)

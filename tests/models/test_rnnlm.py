@@ -34,8 +34,13 @@ def elman_by_hand(model: RNNLanguageModel, tokens: torch.Tensor) -> torch.Tensor
 @pytest.mark.parametrize("one_hot", [False, True])
 def test_elman_equals_the_equations(nonlinearity: str, num_layers: int, one_hot: bool) -> None:
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=7, hidden_size=5, num_layers=num_layers,
-                      nonlinearity=nonlinearity, one_hot=one_hot)
+    cfg = ModelConfig(
+        vocab_size=7,
+        hidden_size=5,
+        num_layers=num_layers,
+        nonlinearity=nonlinearity,
+        one_hot=one_hot,
+    )
     model = RNNLanguageModel(cfg).double().eval()
     tokens = torch.randint(0, 7, (3, 9))
     logits, _ = model(tokens)
@@ -46,7 +51,9 @@ def test_elman_equals_the_equations(nonlinearity: str, num_layers: int, one_hot:
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_distributions_sum_to_one_and_log_prob_matches(cell: str) -> None:
     torch.manual_seed(1)
-    model = RNNLanguageModel(ModelConfig(vocab_size=11, cell=cell, hidden_size=6, num_layers=2)).double()
+    model = RNNLanguageModel(
+        ModelConfig(vocab_size=11, cell=cell, hidden_size=6, num_layers=2)
+    ).double()
     model.eval()
     tokens = torch.randint(0, 11, (2, 7))
     targets = torch.randint(0, 11, (2, 7))
@@ -78,7 +85,10 @@ def test_tied_weights_share_one_tensor() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(hidden_size=8, embedding_size=4, tie_weights=True), "--tie-weights needs --embedding-size equal"),
+        (
+            dict(hidden_size=8, embedding_size=4, tie_weights=True),
+            "--tie-weights needs --embedding-size equal",
+        ),
         (dict(tie_weights=True, one_hot=True), "conflicts with --one-hot"),
         (dict(cell="lstm", nonlinearity="relu"), "applies only to --cell rnn"),
         (dict(cell="lsmt"), "did you mean 'lstm'"),

@@ -23,7 +23,9 @@ def write(tmp_path: Path, data: bytes | str, name: str = "t.txt") -> Path:
 
 @settings(max_examples=40, deadline=None)
 @given(st.text(min_size=1, max_size=200).filter(lambda s: s.strip()))
-def test_char_encoding_round_trips_any_unicode(tmp_path_factory: pytest.TempPathFactory, text: str) -> None:
+def test_char_encoding_round_trips_any_unicode(
+    tmp_path_factory: pytest.TempPathFactory, text: str
+) -> None:
     p = tmp_path_factory.mktemp("rt") / "t.txt"
     p.write_bytes(text.encode("utf-8"))
     vocab = build_vocab(p, "char")
@@ -33,7 +35,9 @@ def test_char_encoding_round_trips_any_unicode(tmp_path_factory: pytest.TempPath
     assert decode(enc.ids, vocab) == text.removeprefix("\ufeff")
 
 
-def test_multibyte_characters_split_across_read_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_multibyte_characters_split_across_read_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(reading_mod, "CHUNK_BYTES", 3)  # every 3 bytes: splits 2- and 4-byte chars
     text = "héllo wörld 🙂 ok\n" * 5
     p = write(tmp_path, text)
@@ -55,7 +59,9 @@ def test_non_utf8_names_file_and_byte_offset(tmp_path: Path) -> None:
         build_vocab(p, "char")
 
 
-def test_non_utf8_offset_is_exact_past_the_first_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_non_utf8_offset_is_exact_past_the_first_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(reading_mod, "CHUNK_BYTES", 4)
     p = write(tmp_path, "é".encode() * 5 + b"x\xfe")  # 10 bytes of é, x at 10, bad byte at 11
     with pytest.raises(DataError, match=r"byte offset 11\)"):

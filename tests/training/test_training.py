@@ -48,11 +48,15 @@ def test_same_seed_same_run(tiny_corpus: Path, tmp_path: Path) -> None:
     "extra",
     [
         dict(cell="rnn"),
-        dict(cell="lstm", num_layers=2, dropout=0.3, validate_every=10),  # RNG and mid-epoch validation
+        dict(
+            cell="lstm", num_layers=2, dropout=0.3, validate_every=10
+        ),  # RNG and mid-epoch validation
         dict(cell="gru", optimizer="sgd", lr_schedule="rnnlm", lr=0.5),
     ],
 )
-def test_stopped_and_resumed_run_ends_with_the_same_weights(tiny_corpus: Path, tmp_path: Path, extra: dict) -> None:
+def test_stopped_and_resumed_run_ends_with_the_same_weights(
+    tiny_corpus: Path, tmp_path: Path, extra: dict
+) -> None:
     settings = {**SMALL, "epochs": 2, **extra}
     full = rnnkit.train(tiny_corpus, tmp_path / "full", progress=False, **settings)
     assert full.stopped == "finished 2 epochs"
@@ -86,7 +90,7 @@ def test_rnnlm_schedule_halves_then_stops() -> None:
     assert s.step(4.0) == (True, None) and s.lr == 1.0
     assert s.step(3.99) == (True, None) and s.lr == 0.5  # improved by < 1%: start halving
     assert s.step(3.5) == (True, None) and s.lr == 0.25  # keep halving every validation
-    best, stop = s.step(3.49)
+    _best, stop = s.step(3.49)
     assert stop is not None and "stopped improving" in stop
 
 
@@ -100,7 +104,9 @@ def test_plateau_schedule_and_patience() -> None:
 
 
 def test_max_time_stops_cleanly(tiny_corpus: Path, tmp_path: Path) -> None:
-    result = rnnkit.train(tiny_corpus, tmp_path / "r", max_time=0.5, epochs=1000, progress=False, **SMALL)
+    result = rnnkit.train(
+        tiny_corpus, tmp_path / "r", max_time=0.5, epochs=1000, progress=False, **SMALL
+    )
     assert result.stopped.startswith("reached --max-time")
     assert rnnkit.load(tmp_path / "r", weights="last") is not None
 

@@ -37,32 +37,60 @@ def _register_train(subparsers: Any) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue this run exactly where it stopped")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     g = p.add_argument_group("data")
-    g.add_argument("--valid", metavar="FILE", help="validation text (default: the corpus's last part)")
+    g.add_argument(
+        "--valid", metavar="FILE", help="validation text (default: the corpus's last part)"
+    )
     g.add_argument("--valid-fraction", type=float, help="fraction held out for validation (0.1)")
-    g.add_argument("--level", choices=("char", "word"), help="tokens are characters or words (char)")
-    g.add_argument("--vocab-size", type=int, help="keep the most frequent tokens (specials included)")
+    g.add_argument(
+        "--level", choices=("char", "word"), help="tokens are characters or words (char)"
+    )
+    g.add_argument(
+        "--vocab-size", type=int, help="keep the most frequent tokens (specials included)"
+    )
     g.add_argument("--min-count", type=int, help="tokens seen fewer times become <unk> (1)")
     g = p.add_argument_group("model")
     g.add_argument("--cell", choices=("rnn", "gru", "lstm"), help="recurrent cell (rnn: Elman)")
     g.add_argument("--nonlinearity", choices=("tanh", "relu"), help="g1 of the Elman RNN (tanh)")
-    g.add_argument("--hidden-size", "--hidden", type=int, dest="hidden_size", help="units per layer (256)")
-    g.add_argument("--num-layers", "--layers", type=int, dest="num_layers", help="stacked layers (1)")
+    g.add_argument(
+        "--hidden-size", "--hidden", type=int, dest="hidden_size", help="units per layer (256)"
+    )
+    g.add_argument(
+        "--num-layers", "--layers", type=int, dest="num_layers", help="stacked layers (1)"
+    )
     g.add_argument("--embedding-size", type=int, help="input embedding size (= hidden size)")
-    g.add_argument("--one-hot", action="store_const", const=True, help="one-hot input instead of an embedding")
-    g.add_argument("--dropout", type=float, help="dropout on inputs, between layers, on outputs (0)")
-    g.add_argument("--tie-weights", action="store_const", const=True, help="share the embedding and output weights")
+    g.add_argument(
+        "--one-hot", action="store_const", const=True, help="one-hot input instead of an embedding"
+    )
+    g.add_argument(
+        "--dropout", type=float, help="dropout on inputs, between layers, on outputs (0)"
+    )
+    g.add_argument(
+        "--tie-weights",
+        action="store_const",
+        const=True,
+        help="share the embedding and output weights",
+    )
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, help="passes over the training text (20)")
     g.add_argument("--batch-size", type=int, help="parallel columns of the text stream (32)")
     g.add_argument("--bptt", type=int, help="truncated BPTT window, in steps (64)")
     g.add_argument("--optimizer", choices=("adam", "sgd"), help="adam (default) or sgd")
     g.add_argument("--lr", type=float, help="learning rate (adam 2e-3, sgd 1.0)")
-    g.add_argument("--lr-schedule", choices=("rnnlm", "plateau", "constant"),
-                   help="learning-rate schedule on validation (plateau)")
-    g.add_argument("--min-improvement", type=float, help="relative validation gain below which the LR halves (1.003)")
+    g.add_argument(
+        "--lr-schedule",
+        choices=("rnnlm", "plateau", "constant"),
+        help="learning-rate schedule on validation (plateau)",
+    )
+    g.add_argument(
+        "--min-improvement",
+        type=float,
+        help="relative validation gain below which the LR halves (1.003)",
+    )
     g.add_argument("--clip", type=float, help="gradient-norm clipping threshold, 0 for none (5)")
     g.add_argument("--weight-decay", type=float, help="L2 weight decay (0)")
-    g.add_argument("--patience", type=int, help="stop after N validations without a new best (5; 0 never)")
+    g.add_argument(
+        "--patience", type=int, help="stop after N validations without a new best (5; 0 never)"
+    )
     g.add_argument("--validate-every", type=int, help="also validate every N steps (0: per epoch)")
     g.add_argument("--log-every", type=int, help="log training loss every N steps (20)")
     g.add_argument("--eval-batch-size", type=int, help="batch columns for validation (16)")
@@ -104,10 +132,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     unit = result.unit
     best = result.best_valid_loss
-    print(f"stopped: {result.stopped} (step {result.step}, {result.elapsed:.0f} s, "
-          f"{result.tokens_per_second:,.0f} {unit}s/s)")
+    print(
+        f"stopped: {result.stopped} (step {result.step}, {result.elapsed:.0f} s, "
+        f"{result.tokens_per_second:,.0f} {unit}s/s)"
+    )
     if best == best and best != float("inf"):
-        print(f"best validation: {best:.4f} nats/{unit}, {best / 0.6931471805599453:.4f} bits/{unit}")
+        print(
+            f"best validation: {best:.4f} nats/{unit}, {best / 0.6931471805599453:.4f} bits/{unit}"
+        )
     print(f"run saved in {result.run}")
     if result.interrupted:
         print(f"resume with: rnnkit train --resume {result.run}", file=sys.stderr)
@@ -134,7 +166,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     u = result.unit
     print(f"file:       {result.file}")
-    print(f"tokens:     {result.tokens:,} {u}s predicted ({result.unknown:,} unknown {u}s, scored as <unk>)")
+    print(
+        f"tokens:     {result.tokens:,} {u}s predicted ({result.unknown:,} unknown {u}s, scored as <unk>)"
+    )
     print(f"loss:       {result.nats_per_token:.4f} nats/{u}")
     print(f"bits:       {result.bits_per_token:.4f} bits/{u}")
     print(f"perplexity: {result.perplexity:.3f} (per {u})")

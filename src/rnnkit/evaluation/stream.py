@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rnnkit.models import RNNLanguageModel, State
+from rnnkit.models import RNNLanguageModel, State, cat_states, select_state
 from rnnkit.text.batching import batchify, num_windows, tail, window
 
 
@@ -21,21 +21,28 @@ def stream_loss(
     batch_size: int = 16,
     bptt: int = 256,
     device: torch.device | str = "cpu",
+    warmup: int = 512,
 ) -> tuple[float, int]:
     """Total negative log-likelihood (nats) of the stream and the number of predictions.
 
     Every token but the first is predicted once (N - 1 predictions whatever the batch size);
     the stream is cut into ``batch_size`` rows (see :mod:`rnnkit.text.batching`) and the
-    state is carried across windows within each row.
+    state is carried across windows within each row. So that the score does not depend on
+    the batch size, each row after the first starts from the state the model reaches on the
+    ``warmup`` tokens before it (not scored), instead of from a_0 = 0 mid-text.
     """
     was_training = model.training
     model.eval()
     try:
         total, count = 0.0, 0
-        for part in (batchify(ids, batch_size), tail(ids, batch_size).reshape(1, -1)):
+        rows = batchify(ids, batch_size)
+        length = rows.shape[1] - 1  # row b starts at token b * length
+        end = rows.shape[0] * length
+        starts = [b * length for b in range(rows.shape[0])] + [end]
+        for part, first in ((rows, starts[:-1]), (tail(ids, batch_size).reshape(1, -1), [end])):
             if part.shape[1] < 2:
                 continue
-            state: State | None = None
+            state = _warm_state(model, ids, first, warmup, device)
             for i in range(num_windows(part, bptt)):
                 x, y = window(part, i, bptt)
                 yt = to_tensor(y, device)
@@ -45,3 +52,23 @@ def stream_loss(
         return total, count
     finally:
         model.train(was_training)
+
+
+def _warm_state(
+    model: RNNLanguageModel,
+    ids: np.ndarray,
+    starts: list[int],
+    warmup: int,
+    device: torch.device | str,
+) -> State | None:
+    """The state after reading the ``warmup`` tokens before each start (a_0 = 0 at 0)."""
+    burn = min([warmup, *starts[1:]] if len(starts) > 1 else [warmup, starts[0]])
+    if burn < 1 or all(s == 0 for s in starts):
+        return None
+    warm = np.stack([ids[max(s - burn, 0) : max(s - burn, 0) + burn] for s in starts])
+    _, state = model(to_tensor(warm, device))
+    if starts[0] == 0:  # the very first row reads from the start of the text: a_0 = 0
+        zero = model.init_state(1, torch.device(device))
+        rest = select_state(state, slice(1, None))
+        return cat_states([zero, rest])
+    return state

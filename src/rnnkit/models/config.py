@@ -54,7 +54,9 @@ class ModelConfig:
                 f"{did_you_mean(self.nonlinearity, NONLINEARITIES)}."
             )
         if self.nonlinearity != "tanh" and self.cell != "rnn":
-            raise ConfigError("--nonlinearity applies only to --cell rnn (GRU and LSTM fix theirs).")
+            raise ConfigError(
+                "--nonlinearity applies only to --cell rnn (GRU and LSTM fix theirs)."
+            )
         for name in ("vocab_size", "hidden_size", "num_layers"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}.")
@@ -63,10 +65,14 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout must be in [0, 1), not {self.dropout}.")
         if self.one_hot and self.embedding_size is not None:
-            raise ConfigError("--one-hot and --embedding-size conflict: one-hot input has no embedding.")
+            raise ConfigError(
+                "--one-hot and --embedding-size conflict: one-hot input has no embedding."
+            )
         if self.tie_weights:
             if self.one_hot:
-                raise ConfigError("--tie-weights needs an embedding table, so it conflicts with --one-hot.")
+                raise ConfigError(
+                    "--tie-weights needs an embedding table, so it conflicts with --one-hot."
+                )
             if self.input_size != self.hidden_size:
                 raise ConfigError(
                     f"--tie-weights needs --embedding-size equal to --hidden-size "

@@ -48,7 +48,7 @@ class FullSoftmax(nn.Module):
         )
 
 
-def make_head(kind: str, hidden_size: int, vocab_size: int) -> nn.Module:
+def make_head(kind: str, hidden_size: int, vocab_size: int) -> FullSoftmax:
     """Build the output layer named by ``kind`` (only ``full`` for now)."""
     if kind == "full":
         return FullSoftmax(hidden_size, vocab_size)

@@ -32,16 +32,14 @@ Shapes: tokens (B, T) int64; logits (B, T, V); state (L, B, H) for rnn/gru and a
 
 from __future__ import annotations
 
-from typing import Union
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.models.config import ModelConfig
-from rnnkit.models.output import make_head
+from rnnkit.models.output import FullSoftmax, make_head
 
-State = Union[Tensor, tuple[Tensor, Tensor]]
+State = Tensor | tuple[Tensor, Tensor]
 
 
 def detach_state(state: State | None) -> State | None:
@@ -58,6 +56,14 @@ def select_state(state: State, index: Tensor | slice) -> State:
     if isinstance(state, tuple):
         return (state[0][:, index], state[1][:, index])
     return state[:, index]
+
+
+def cat_states(states: list[State]) -> State:
+    """Join the states of several batches into one batch (batch is dimension 1)."""
+    if isinstance(states[0], tuple):
+        pairs = [s for s in states if isinstance(s, tuple)]
+        return (torch.cat([h for h, _ in pairs], 1), torch.cat([c for _, c in pairs], 1))
+    return torch.cat([s for s in states if isinstance(s, Tensor)], 1)
 
 
 class RNNLanguageModel(nn.Module):
@@ -81,13 +87,13 @@ class RNNLanguageModel(nn.Module):
         )
         self.rnn: nn.RNNBase
         if config.cell == "rnn":
-            self.rnn = nn.RNN(nonlinearity=config.nonlinearity, **kwargs)  # type: ignore[arg-type]
+            self.rnn = nn.RNN(nonlinearity=config.nonlinearity, **kwargs)
         elif config.cell == "gru":
-            self.rnn = nn.GRU(**kwargs)  # type: ignore[arg-type]
+            self.rnn = nn.GRU(**kwargs)
         else:
-            self.rnn = nn.LSTM(**kwargs)  # type: ignore[arg-type]
+            self.rnn = nn.LSTM(**kwargs)
         self.drop = nn.Dropout(config.dropout)
-        self.head = make_head("full", H, V)
+        self.head: FullSoftmax = make_head("full", H, V)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -82,7 +82,9 @@ def build_vocab(
     if level == "word" and not any(t != EOS for t in counts):
         raise DataError(f"{what} file {str(path)!r} is empty or holds only whitespace.")
     specials = [UNK] if level == "char" else [UNK, EOS]
-    return Vocab.from_counts(counts, level, max_size=max_size, min_count=min_count, specials=specials)
+    return Vocab.from_counts(
+        counts, level, max_size=max_size, min_count=min_count, specials=specials
+    )
 
 
 @dataclass

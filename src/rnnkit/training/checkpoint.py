@@ -63,8 +63,11 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for name in sorted(tensors):
         h.update(name.encode())
-        h.update(tensors[name].numpy().tobytes() if tensors[name].dtype != torch.bfloat16
-                 else tensors[name].view(torch.int16).numpy().tobytes())
+        h.update(
+            tensors[name].numpy().tobytes()
+            if tensors[name].dtype != torch.bfloat16
+            else tensors[name].view(torch.int16).numpy().tobytes()
+        )
     return h.hexdigest()
 
 
@@ -120,7 +123,9 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     except FileNotFoundError as exc:
         raise RunError(f"{str(p)!r} is missing, so the run cannot be resumed.") from exc
     except Exception as exc:  # torch raises many types for a damaged pickle
-        raise RunError(f"{str(p)!r} is truncated or corrupt, so the run cannot be resumed.") from exc
+        raise RunError(
+            f"{str(p)!r} is truncated or corrupt, so the run cannot be resumed."
+        ) from exc
 
 
 def is_run_dir(path: str | os.PathLike[str]) -> bool:

@@ -26,7 +26,9 @@ class DataConfig:
 
     def validate(self) -> None:
         if not 0.0 < self.valid_fraction < 1.0:
-            raise ConfigError(f"--valid-fraction must be between 0 and 1, not {self.valid_fraction}.")
+            raise ConfigError(
+                f"--valid-fraction must be between 0 and 1, not {self.valid_fraction}."
+            )
         if self.vocab_size is not None and self.vocab_size < 2:
             raise ConfigError(f"--vocab-size must be at least 2, not {self.vocab_size}.")
         if self.min_count < 1:
@@ -74,7 +76,9 @@ class TrainConfig:
             )
         for name in ("batch_size", "bptt", "epochs", "eval_batch_size", "log_every"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}.")
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}."
+                )
         for name in ("patience", "validate_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative.")
@@ -83,7 +87,9 @@ class TrainConfig:
         if self.clip < 0:
             raise ConfigError(f"--clip must not be negative, not {self.clip}.")
         if self.min_improvement < 1.0:
-            raise ConfigError(f"--min-improvement must be at least 1.0, not {self.min_improvement}.")
+            raise ConfigError(
+                f"--min-improvement must be at least 1.0, not {self.min_improvement}."
+            )
 
     @property
     def learning_rate(self) -> float:
@@ -95,7 +101,9 @@ def from_dict(cls: Any, data: dict[str, Any], what: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"unknown {what} setting {unknown[0]!r}{did_you_mean(unknown[0], names)}.")
+        raise ConfigError(
+            f"unknown {what} setting {unknown[0]!r}{did_you_mean(unknown[0], names)}."
+        )
     obj = cls(**data)
     obj.validate()
     return obj

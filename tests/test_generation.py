@@ -1,0 +1,71 @@
+"""Sampling: seeds repeat, greedy is the argmax, top-k and top-p keep what they promise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rnnkit
+from rnnkit.cli import main
+from rnnkit.generation import filter_logits
+
+
+def test_same_seed_same_samples(tiny_run: Path) -> None:
+    a = rnnkit.generate(tiny_run, "First", max_new_tokens=40, num_samples=3, seed=11, device="cpu")
+    b = rnnkit.generate(tiny_run, "First", max_new_tokens=40, num_samples=3, seed=11, device="cpu")
+    assert a == b and len(a) == 3 and all(len(s) == 40 for s in a)
+
+
+def test_greedy_equals_top_k_1_and_is_the_argmax(tiny_run: Path) -> None:
+    greedy = rnnkit.generate(tiny_run, "Speak", max_new_tokens=30, greedy=True, device="cpu")
+    top1 = rnnkit.generate(tiny_run, "Speak", max_new_tokens=30, top_k=1, seed=3, device="cpu")
+    assert greedy == top1
+    run = rnnkit.load(tiny_run)
+    from rnnkit.text import encode_text
+
+    ids = encode_text("Speak", run.vocab).ids.tolist()
+    logits, _ = run.model(torch.tensor([ids]))
+    assert greedy[0][0] == run.vocab.tokens[int(logits[0, -1].argmax())]
+
+
+def test_generate_cli_prints_prompt_and_continuation(
+    tiny_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            ["generate", str(tiny_run), "--prompt", "All:", "--max-new-tokens", "25", "--seed", "1"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.startswith("All:")
+    api = rnnkit.generate(tiny_run, "All:", max_new_tokens=25, seed=1)
+    assert out == "All:" + api[0] + "\n"
+
+
+def test_no_prompt_starts_from_a_line_boundary(tiny_run: Path) -> None:
+    (text,) = rnnkit.generate(tiny_run, max_new_tokens=20, seed=2, device="cpu")
+    assert len(text) == 20
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.floats(-5, 5), min_size=2, max_size=12),
+    st.integers(1, 12),
+    st.floats(0.05, 1.0),
+)
+def test_filter_logits_keeps_top_k_and_the_nucleus(values: list[float], k: int, p: float) -> None:
+    logits = torch.tensor(values, dtype=torch.float64)
+    kept = torch.isfinite(filter_logits(logits, top_k=k))
+    assert int(kept.sum()) >= min(k, len(values))
+    assert bool(kept[logits.argmax()])
+    probs = torch.softmax(logits, -1)
+    nucleus = torch.isfinite(filter_logits(logits, top_p=p))
+    assert float(probs[nucleus].sum()) >= p - 1e-9  # the kept mass reaches p
+    # and it is the smallest such set: dropping its least likely member falls below p
+    smallest = probs[nucleus].min()
+    assert float(probs[nucleus].sum() - smallest) < p + 1e-9 or int(nucleus.sum()) == 1
