@@ -51,32 +51,33 @@ def arpa_lines(model: NgramModel) -> Iterator[str]:
     yield "\\data\\\n" + "".join(f"ngram {k}={c}\n" for k, c in enumerate(counts, 1)) + "\n"
     words = np.array(model.vocab, dtype=object)
     spaced = np.array([" " + w for w in model.vocab], dtype=object)
-    texts = words
+    prev_texts = words
+    step = 1 << 16
     for k in range(1, order + 1):
         keys = model.keys[k - 1]
-        if k > 1:
-            prefix = (keys // v).astype(np.int64)
-            last = (keys % v).astype(np.int64)
-            texts = texts[prefix] + spaced[last]
-        probs = _fmt(model.log10_prob[k - 1])
         yield f"\\{k}-grams:\n"
-        step = 1 << 18
-        tl = texts.tolist()
-        if k < order:
-            bos = _fmt(model.log10_backoff[k - 1])
-            for s in range(0, len(tl), step):
-                yield "".join(
-                    map(
-                        "{}\t{}\t{}\n".format,
-                        probs[s : s + step],
-                        tl[s : s + step],
-                        bos[s : s + step],
-                    )
+        # the texts of this order are kept only while the next order needs them as prefixes
+        texts = np.empty(keys.shape[0] if 1 < k < order else 0, dtype=object)
+        for s in range(0, keys.shape[0], step):
+            e = min(s + step, keys.shape[0])
+            if k == 1:
+                chunk_texts = words[s:e]
+            else:
+                chunk = keys[s:e]
+                chunk_texts = (
+                    prev_texts[(chunk // v).astype(np.int64)] + spaced[(chunk % v).astype(np.int64)]
                 )
-        else:
-            for s in range(0, len(tl), step):
-                yield "".join(map("{}\t{}\n".format, probs[s : s + step], tl[s : s + step]))
+                if k < order:
+                    texts[s:e] = chunk_texts
+            probs = _fmt(model.log10_prob[k - 1][s:e])
+            tl = chunk_texts.tolist()
+            if k < order:
+                bos = _fmt(model.log10_backoff[k - 1][s:e])
+                yield "".join(map("{}\t{}\t{}\n".format, probs, tl, bos))
+            else:
+                yield "".join(map("{}\t{}\n".format, probs, tl))
         yield "\n"
+        prev_texts = words if k == 1 else texts
     yield "\\end\\\n"
 
 

@@ -30,7 +30,7 @@ EOS = "</s>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 SPECIALS = (UNK, BOS, EOS)
 
-_CHUNK_BYTES = 16 << 20
+_CHUNK_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ class OrderCounts:
     raw: np.ndarray
     suffix: np.ndarray
     bos_initial: np.ndarray
-    adjusted: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    adjusted: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
 
 @dataclass(frozen=True)
@@ -82,11 +82,11 @@ def count_ngrams(
     """
     v = np.uint64(vocab_size)
     levels: list[OrderCounts] = []
-    raw1 = np.bincount(seq[pos >= 1], minlength=vocab_size).astype(np.int64)
+    raw1 = np.bincount(seq[pos >= 1], minlength=vocab_size).astype(np.int32)
     bos1 = np.zeros(vocab_size, dtype=bool)
     bos1[BOS_ID] = True
     levels.append(
-        OrderCounts(np.arange(vocab_size, dtype=np.uint64), raw1, np.zeros(0, np.int64), bos1)
+        OrderCounts(np.arange(vocab_size, dtype=np.uint64), raw1, np.zeros(0, np.int32), bos1)
     )
     # id of the (k-1)-gram ending at each position (-1 where none)
     prev_ids: np.ndarray = seq.astype(np.int32)
@@ -99,11 +99,11 @@ def count_ngrams(
         del key
         inverse = inverse_wide.astype(np.int32).reshape(-1)
         del inverse_wide
-        suffix = np.empty(keys.shape[0], dtype=np.int64)
+        suffix = np.empty(keys.shape[0], dtype=np.int32)
         suffix[inverse] = prev_ids[where]
         bos = np.zeros(keys.shape[0], dtype=bool)
         bos[inverse[pos[where] == k - 1]] = True
-        levels.append(OrderCounts(keys, raw.astype(np.int64), suffix, bos))
+        levels.append(OrderCounts(keys, raw.astype(np.int32), suffix, bos))
         if k < order:
             ids = np.full(seq.shape[0], -1, dtype=np.int32)
             ids[where] = inverse
@@ -120,11 +120,14 @@ def adjust_counts(levels: list[OrderCounts]) -> None:
         if k == order:
             adj = lev.raw.copy()
         else:
-            adj = np.bincount(levels[k].suffix, minlength=lev.raw.shape[0]).astype(np.int64)
+            adj = np.bincount(levels[k].suffix, minlength=lev.raw.shape[0]).astype(np.int32)
             adj[lev.bos_initial] = lev.raw[lev.bos_initial]
         if k == 1:
             adj[BOS_ID] = 0
         lev.adjusted = adj
+    for lev in levels:  # raw counts are no longer needed
+        lev.raw = np.zeros(0, np.int32)
+        lev.bos_initial = np.zeros(0, bool)
 
 
 def counts_of_counts(adjusted: np.ndarray) -> list[int]:
@@ -197,9 +200,8 @@ def estimate_from_encoded(
         used.append(d)
         discounts.append(np.array([0.0, *d], dtype=np.float64))
 
-    probs: list[np.ndarray] = []
+    log_probs: list[np.ndarray] = []
     backoffs: list[np.ndarray] = []
-    gammas: list[np.ndarray] = []  # gammas[k-1]: gamma of each (k-1)-gram as a context
     prev_p = np.zeros(0)
     for k, lev in enumerate(levels, start=1):
         adj = lev.adjusted
@@ -218,19 +220,21 @@ def estimate_from_encoded(
             gamma = np.zeros(n_ctx)
             is_ctx = denom_ctx > 0
             gamma[is_ctx] = gnum[is_ctx] / denom_ctx[is_ctx]
-            gammas.append(gamma)
-            p = (adj - disc) / denom_ctx[prefix] + gamma[prefix] * prev_p[lev.suffix]
-            del prefix
-        probs.append(p)
+            del gnum
+            # the back-off weight of each (k-1)-gram is its gamma as a context (1 if none)
+            bo = np.zeros(n_ctx, dtype=np.float32)
+            bo[is_ctx] = np.log10(gamma[is_ctx])
+            backoffs.append(bo)
+            p = (adj - disc) / denom_ctx[prefix]
+            del denom_ctx
+            p += gamma[prefix] * prev_p[lev.suffix]
+            del prefix, gamma, is_ctx
+        del disc
+        with np.errstate(divide="ignore"):
+            log_probs.append(np.minimum(0.0, np.log10(p)).astype(np.float32))
         prev_p = p
-    for k in range(1, order):
-        gamma = gammas[k - 1]
-        bo = np.zeros(gamma.shape[0], dtype=np.float32)
-        is_ctx = gamma > 0
-        bo[is_ctx] = np.log10(gamma[is_ctx])
-        backoffs.append(bo)
+        lev.suffix = np.zeros(0, np.int32)
     backoffs.append(np.zeros(levels[-1].keys.shape[0], dtype=np.float32))
-    log_probs = [np.minimum(0.0, np.log10(p)).astype(np.float32) for p in probs]
 
     model = NgramModel(words, [lev.keys for lev in levels], log_probs, backoffs)
     info = Estimate(
