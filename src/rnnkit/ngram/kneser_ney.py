@@ -72,6 +72,28 @@ class Estimate:
     num_words: int
 
 
+def _unique_inverse(key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(key, return_inverse=True, return_counts=True)`` with int32 outputs and less
+    memory (``key`` is consumed: the caller must not use it afterwards)."""
+    n = key.shape[0]
+    order = np.argsort(key)
+    key = key[order]
+    new = np.empty(n, dtype=bool)
+    if n:
+        new[0] = True
+        np.not_equal(key[1:], key[:-1], out=new[1:])
+    uniq = key[new]
+    del key
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.append(starts, n)).astype(np.int32)
+    group = np.cumsum(new, dtype=np.int32)
+    group -= 1
+    del new
+    inverse = np.empty(n, dtype=np.int32)
+    inverse[order] = group
+    return uniq, inverse, counts
+
+
 def count_ngrams(
     seq: np.ndarray, pos: np.ndarray, order: int, vocab_size: int
 ) -> list[OrderCounts]:
@@ -95,15 +117,13 @@ def count_ngrams(
         key = prev_ids[where - 1].astype(np.uint64)
         key *= v
         key += seq[where].astype(np.uint64)
-        keys, inverse_wide, raw = np.unique(key, return_inverse=True, return_counts=True)
+        keys, inverse, raw = _unique_inverse(key)
         del key
-        inverse = inverse_wide.astype(np.int32).reshape(-1)
-        del inverse_wide
         suffix = np.empty(keys.shape[0], dtype=np.int32)
         suffix[inverse] = prev_ids[where]
         bos = np.zeros(keys.shape[0], dtype=bool)
         bos[inverse[pos[where] == k - 1]] = True
-        levels.append(OrderCounts(keys, raw.astype(np.int32), suffix, bos))
+        levels.append(OrderCounts(keys, raw, suffix, bos))
         if k < order:
             ids = np.full(seq.shape[0], -1, dtype=np.int32)
             ids[where] = inverse
