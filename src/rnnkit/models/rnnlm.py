@@ -36,10 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnkit.models.base import LanguageModel, State
 from rnnkit.models.config import ModelConfig
 from rnnkit.models.output import FullSoftmax, make_head
-
-State = Tensor | tuple[Tensor, Tensor]
 
 
 def detach_state(state: State | None) -> State | None:
@@ -66,8 +65,12 @@ def cat_states(states: list[State]) -> State:
     return torch.cat([s for s in states if isinstance(s, Tensor)], 1)
 
 
-class RNNLanguageModel(nn.Module):
-    """An Elman, GRU or LSTM language model; see the module docstring for the equations."""
+class RNNLanguageModel(LanguageModel):
+    """An Elman, GRU or LSTM language model; see the module docstring for the equations.
+
+    ``forward``, ``loss``, ``log_prob`` and ``num_parameters`` come from
+    :class:`~rnnkit.models.base.LanguageModel` and read :meth:`features`.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -92,7 +95,7 @@ class RNNLanguageModel(nn.Module):
             self.rnn = nn.GRU(**kwargs)
         else:
             self.rnn = nn.LSTM(**kwargs)
-        self.drop = nn.Dropout(config.dropout)
+        self.drop: nn.Module = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
         self.head: FullSoftmax = make_head("full", H, V)
         self.reset_parameters()
 
@@ -120,25 +123,6 @@ class RNNLanguageModel(nn.Module):
         a, state = self.rnn(x, state)
         return self.drop(a), state
 
-    def forward(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        """Logits (B, T, V) of the next token at each position, and the final state."""
-        a, state = self.features(tokens, state)
-        return self.head.logits(a), state
-
-    def loss(
-        self, tokens: Tensor, targets: Tensor, state: State | None = None
-    ) -> tuple[Tensor, State]:
-        """Cross-entropy (nats) averaged over all positions, and the final state."""
-        a, state = self.features(tokens, state)
-        return self.head.loss(a, targets), state
-
-    def log_prob(
-        self, tokens: Tensor, targets: Tensor, state: State | None = None
-    ) -> tuple[Tensor, State]:
-        """log P(target_t | tokens_<=t) in nats for each position, (B, T), and the state."""
-        a, state = self.features(tokens, state)
-        return self.head.log_prob(a, targets), state
-
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         """a_0 = 0 for a batch (and c_0 = 0 for an LSTM)."""
         shape = (self.config.num_layers, batch_size, self.config.hidden_size)
@@ -147,6 +131,3 @@ class RNNLanguageModel(nn.Module):
         if self.config.cell == "lstm":
             return (zeros, zeros.clone())
         return zeros
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
