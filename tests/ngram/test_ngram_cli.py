@@ -159,3 +159,27 @@ def test_rescore_picks_the_best_per_id(
     # interpolating a model with itself changes nothing
     assert main(["rescore", str(arpa), str(nbest), "--ngram", str(arpa), "--lambda", "0.3"]) == 0
     assert capsys.readouterr().out.splitlines() == best
+
+
+def test_rescore_tunes_lambda_on_validation_text(
+    tmp_path: Path, arpa: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kn1 = tmp_path / "kn1.arpa"
+    assert (
+        main(["ngram", "train", "-n", "2", "--discount-fallback", str(TINY), "-o", str(kn1)]) == 0
+    )
+    nbest = tmp_path / "nbest.txt"
+    nbest.write_text("0 the cat sat\n0 cat the sat\n", encoding="utf-8")
+    capsys.readouterr()
+    assert (
+        main(["rescore", str(arpa), str(nbest), "--ngram", str(kn1), "--tune-lambda", str(TINY)])
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert captured.out == "0 the cat sat\n"
+    assert "tuned --lambda" in captured.err and "perplexity" in captured.err
+    # the KN3 model fits its own training text better than the bigram model: lambda near 1
+    lam = float(captured.err.split("tuned --lambda ")[1].split()[0])
+    assert 0.5 < lam <= 1.0
+    assert main(["rescore", str(arpa), str(nbest), "--tune-lambda", str(TINY)]) == 2
+    assert "--tune-lambda needs --ngram" in _one_sentence_error(capsys)

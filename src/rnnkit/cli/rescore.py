@@ -42,6 +42,11 @@ def register(subparsers: Any) -> None:
         help=f"MODEL's weight in the interpolation with --ngram ({DEFAULT_LAMBDA}, as Mikolov's)",
     )
     p.add_argument(
+        "--tune-lambda",
+        metavar="VALID",
+        help="choose --lambda that minimises the interpolated perplexity on this text",
+    )
+    p.add_argument(
         "--lm-weight", type=float, default=1.0, help="weight of the LM log10 probability (1.0)"
     )
     p.add_argument(
@@ -87,6 +92,26 @@ def load_scorer(path: str) -> Any:
     return ngram_scorer(path)
 
 
+def tune_on(model: Any, ngram: Any, valid: str) -> tuple[float, float]:
+    """The interpolation weight of ``model`` minimising perplexity on the text ``valid``."""
+    import numpy as np
+
+    from rnnkit.evaluation.interpolation import tune_lambda
+    from rnnkit.ngram import read_lines
+
+    lines = read_lines(valid)
+    if not lines:
+        raise DataError(f"--tune-lambda {valid}: the file is empty; give a validation text")
+    a, b = model(lines), ngram(lines)
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x.shape != y.shape:
+            raise DataError(
+                f"--tune-lambda {valid}:{i + 1}: the models scored {x.size} and {y.size} tokens;"
+                " they must share the tokenisation"
+            )
+    return tune_lambda(np.concatenate(a), np.concatenate(b))
+
+
 def _open_out(path: str | None) -> IO[str]:
     if path is None:
         return sys.stdout
@@ -121,14 +146,27 @@ def cmd_rescore(args: argparse.Namespace) -> int:
 
     if args.lam is not None and args.ngram is None:
         raise ConfigError("--lambda needs --ngram ARPA (the model to interpolate MODEL with)")
+    if args.tune_lambda is not None and args.ngram is None:
+        raise ConfigError("--tune-lambda needs --ngram ARPA (the model to interpolate MODEL with)")
+    if args.tune_lambda is not None and args.lam is not None:
+        raise ConfigError("give either --lambda or --tune-lambda, not both")
     has_score = {"auto": None, "yes": True, "no": False}[args.scores]
     entries = read_nbest(args.nbest, has_score=has_score)
     scorer = load_scorer(args.model)
     if args.ngram is not None:
-        lam = check_lambda(DEFAULT_LAMBDA if args.lam is None else args.lam)
         if not Path(args.ngram).is_file():
             raise DataError(f"--ngram {args.ngram}: no such ARPA file; check the path")
-        scorer = interpolated_scorer(scorer, ngram_scorer(args.ngram), lam)
+        ngram = ngram_scorer(args.ngram)
+        if args.tune_lambda is not None:
+            lam, ppl = tune_on(scorer, ngram, args.tune_lambda)
+            print(
+                f"tuned --lambda {lam:.4f} on {args.tune_lambda}: interpolated perplexity "
+                f"{ppl:.2f}",
+                file=sys.stderr,
+            )
+        else:
+            lam = check_lambda(DEFAULT_LAMBDA if args.lam is None else args.lam)
+        scorer = interpolated_scorer(scorer, ngram, lam)
     rescored = rescore(entries, scorer, lm_weight=args.lm_weight)
     best = best_per_id(rescored)
     if args.output is not None:
