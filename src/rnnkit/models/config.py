@@ -8,20 +8,27 @@ from typing import Any
 
 from rnnkit.errors import ConfigError, did_you_mean
 
+ARCHS = ("rnn", "window")
 CELLS = ("rnn", "gru", "lstm")
 NONLINEARITIES = ("tanh", "relu")
 
 
 @dataclass
 class ModelConfig:
-    """Shapes and options of :class:`~rnnkit.models.RNNLanguageModel`.
+    """Shapes and options of a language model.
 
+    ``arch`` ``rnn`` is :class:`~rnnkit.models.RNNLanguageModel` (``cell`` picks Elman, GRU or
+    LSTM); ``window`` is the fixed-window model of Bengio et al.,
+    :class:`~rnnkit.models.WindowLanguageModel`, which reads the ``context`` previous tokens
+    (an n-gram model of order n = context + 1) through one tanh layer of ``hidden_size``.
     ``embedding_size`` None means equal to ``hidden_size``. ``one_hot`` feeds the one-hot
     vector of each token to the first layer (input size = vocabulary size) instead of an
     embedding, as the seeds write it.
     """
 
     vocab_size: int
+    arch: str = "rnn"
+    context: int = 4
     cell: str = "rnn"
     nonlinearity: str = "tanh"
     hidden_size: int = 256
@@ -43,6 +50,12 @@ class ModelConfig:
         return self.embedding_size if self.embedding_size is not None else self.hidden_size
 
     def validate(self) -> None:
+        if self.arch not in ARCHS:
+            raise ConfigError(
+                f"--arch must be rnn or window, not {self.arch!r}{did_you_mean(self.arch, ARCHS)}."
+            )
+        if self.arch == "window":
+            self._validate_window()
         if self.cell not in CELLS:
             raise ConfigError(
                 f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}"
@@ -78,6 +91,19 @@ class ModelConfig:
                     f"--tie-weights needs --embedding-size equal to --hidden-size "
                     f"({self.input_size} != {self.hidden_size})."
                 )
+
+    def _validate_window(self) -> None:
+        if self.context < 1:
+            raise ConfigError(f"--context must be at least 1, not {self.context}.")
+        if self.cell != "rnn" or self.nonlinearity != "tanh" or self.num_layers != 1:
+            raise ConfigError(
+                "--arch window has one tanh hidden layer: leave out --cell, --nonlinearity "
+                "and --num-layers."
+            )
+        if self.one_hot:
+            raise ConfigError(
+                "--arch window needs an embedding table, so it conflicts with --one-hot."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
