@@ -2,7 +2,10 @@
 
 Character level: a token is a Unicode code point; the text is turned into code points with
 one vectorised step per 4 MiB chunk, so a 1 GB file never becomes a Python list of ints.
-Word level (stream mode, as PTB): whitespace-separated words, ``</s>`` after each line.
+Word level: each line is cut into words by the tokeniser the vocabulary names
+(:mod:`rnnkit.text.tokenize`), and ``</s>`` follows each line, so the encoded file is the
+stream of stream mode (PTB); sentence mode cuts the same array at its ``</s>`` markers
+(:mod:`rnnkit.text.sentences`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import numpy as np
 
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.text.reading import iter_text
-from rnnkit.text.vocab import EOS, LEVELS, UNK, Vocab
+from rnnkit.text.tokenize import check_tokenizer, tokenize
+from rnnkit.text.vocab import BOS, EOS, LEVELS, UNK, Vocab
 
 BUILTIN_CORPORA = ("shakespeare",)
 
@@ -51,9 +55,16 @@ def _lines(path: Path, what: str) -> Iterator[str]:
         yield rest
 
 
-def count_tokens(path: str | os.PathLike[str], level: str, what: str = "corpus") -> Counter[str]:
+def count_tokens(
+    path: str | os.PathLike[str],
+    level: str,
+    what: str = "corpus",
+    tokenizer: str = "whitespace",
+    lowercase: bool = False,
+) -> Counter[str]:
     """Token counts of a file (words get a ``</s>`` per line)."""
     check_level(level)
+    check_tokenizer(tokenizer)
     counts: Counter[str] = Counter()
     if level == "char":
         for chunk in iter_text(path, what):
@@ -62,7 +73,7 @@ def count_tokens(path: str | os.PathLike[str], level: str, what: str = "corpus")
                 counts[chr(cp)] += c
     else:
         for line in _lines(Path(path), what):
-            words = line.split()
+            words = tokenize(line, tokenizer, lowercase)
             counts.update(words)
             counts[EOS] += 1
     return counts
@@ -74,16 +85,31 @@ def build_vocab(
     max_size: int | None = None,
     min_count: int = 1,
     what: str = "corpus",
+    tokenizer: str = "whitespace",
+    lowercase: bool = False,
+    sentence_markers: bool = False,
 ) -> Vocab:
-    """The vocabulary of a training file (training data only; never valid or test)."""
-    counts = count_tokens(path, level, what)
+    """The vocabulary of a training file (training data only; never valid or test).
+
+    Word vocabularies hold ``<unk>`` and ``</s>`` (and ``<s>`` with ``sentence_markers``, for
+    sentence mode) before the words.
+    """
+    if level == "char" and (tokenizer != "whitespace" or lowercase or sentence_markers):
+        raise ConfigError("--tokenizer, --lowercase and --mode sentence need --level word.")
+    counts = count_tokens(path, level, what, tokenizer, lowercase)
     if level == "char" and not any(not ch.isspace() for ch in counts):
         raise DataError(f"{what} file {str(path)!r} is empty or holds only whitespace.")
     if level == "word" and not any(t != EOS for t in counts):
         raise DataError(f"{what} file {str(path)!r} is empty or holds only whitespace.")
-    specials = [UNK] if level == "char" else [UNK, EOS]
+    specials = [UNK] if level == "char" else [UNK, BOS, EOS] if sentence_markers else [UNK, EOS]
     return Vocab.from_counts(
-        counts, level, max_size=max_size, min_count=min_count, specials=specials
+        counts,
+        level,
+        max_size=max_size,
+        min_count=min_count,
+        specials=specials,
+        tokenizer=tokenizer,
+        lowercase=lowercase,
     )
 
 
@@ -107,7 +133,7 @@ def encode_text(text: str, vocab: Vocab) -> Encoded:
     if vocab.level == "char":
         keys, vals = _char_table(vocab)
         return _lookup_chars(_code_points(text), keys, vals, vocab.unk_id)
-    words = text.split()
+    words = vocab.tokenize(text)
     ids = np.fromiter((vocab.id(w) for w in words), dtype=np.int32, count=len(words))
     unknown = sum(1 for w in words if w not in vocab.index)
     return Encoded(ids, unknown)
@@ -154,8 +180,9 @@ def _encode_words(path: Path, vocab: Vocab, what: str) -> Encoded:
     buf: list[int] = []
     unknown = 0
     index, unk = vocab.index, vocab.unk_id
+    plain = vocab.tokenizer == "whitespace" and not vocab.lowercase
     for line in _lines(path, what):
-        for w in line.split():
+        for w in line.split() if plain else vocab.tokenize(line):
             i = index.get(w, unk)
             if i == unk and w != UNK:
                 unknown += 1

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnkit.errors import RunError
+from rnnkit.text.tokenize import tokenize
 
 UNK = "<unk>"
 EOS = "</s>"
@@ -20,13 +21,25 @@ class Vocab:
     """Tokens in id order; ``unk_id`` is where tokens never seen in training go.
 
     At character level a token is one Unicode code point, so the multi-character special
-    ``<unk>`` can never collide with a real token. At word level ``</s>`` ends each line.
+    ``<unk>`` can never collide with a real token. At word level ``</s>`` ends each line
+    (and ``<s>``, in sentence mode, starts it); ``tokenizer`` and ``lowercase`` say how a line
+    becomes words (see :mod:`rnnkit.text.tokenize`), so text is always cut the same way as
+    the training data was.
     """
 
-    def __init__(self, tokens: Iterable[str], level: str, specials: Iterable[str] = (UNK,)):
+    def __init__(
+        self,
+        tokens: Iterable[str],
+        level: str,
+        specials: Iterable[str] = (UNK,),
+        tokenizer: str = "whitespace",
+        lowercase: bool = False,
+    ):
         self.tokens: list[str] = list(tokens)
         self.level = level
         self.specials: list[str] = list(specials)
+        self.tokenizer = tokenizer
+        self.lowercase = bool(lowercase)
         self.index: dict[str, int] = {t: i for i, t in enumerate(self.tokens)}
         if len(self.index) != len(self.tokens):
             raise ValueError("vocabulary tokens must be unique")
@@ -34,6 +47,7 @@ class Vocab:
             raise ValueError("vocabulary must contain <unk>")
         self.unk_id = self.index[UNK]
         self.eos_id = self.index.get(EOS)
+        self.bos_id = self.index.get(BOS)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -44,12 +58,25 @@ class Vocab:
     def id(self, token: str) -> int:
         return self.index.get(token, self.unk_id)
 
+    def tokenize(self, line: str) -> list[str]:
+        """The words of one line, cut as the training text was (word level only)."""
+        return tokenize(line, self.tokenizer, self.lowercase)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"level": self.level, "specials": self.specials, "tokens": self.tokens}
+        data: dict[str, Any] = {"level": self.level, "specials": self.specials}
+        if self.level == "word":
+            data.update(tokenizer=self.tokenizer, lowercase=self.lowercase)
+        return {**data, "tokens": self.tokens}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Vocab:
-        return cls(data["tokens"], data["level"], data.get("specials", [UNK]))
+        return cls(
+            data["tokens"],
+            data["level"],
+            data.get("specials", [UNK]),
+            tokenizer=data.get("tokenizer", "whitespace"),
+            lowercase=bool(data.get("lowercase", False)),
+        )
 
     @classmethod
     def from_counts(
@@ -59,6 +86,8 @@ class Vocab:
         max_size: int | None = None,
         min_count: int = 1,
         specials: Iterable[str] = (UNK,),
+        tokenizer: str = "whitespace",
+        lowercase: bool = False,
     ) -> Vocab:
         """Specials first, then the most frequent tokens (ties in code-point order).
 
@@ -72,7 +101,7 @@ class Vocab:
             kept = kept[: max(0, max_size - len(specials))]
         if level == "char":
             kept.sort()  # char ids in code-point order: readable and stable
-        return cls([*specials, *kept], level, specials)
+        return cls([*specials, *kept], level, specials, tokenizer, lowercase)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         from rnnkit.utils import atomic_write_text
