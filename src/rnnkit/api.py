@@ -1,7 +1,7 @@
 """The verbs of rnnkit as Python functions, with the same argument names as the CLI flags.
 
-``train``, ``evaluate``, ``generate``, ``load`` and ``plot``; each accepts a run directory
-path. Nothing here prints to stdout: progress goes to a tqdm bar on stderr and messages to
+``train``, ``evaluate``, ``score``, ``generate``, ``load`` and ``plot``; each accepts a run
+directory path. Nothing here prints to stdout: progress goes to a tqdm bar on stderr and messages to
 the caller's ``log`` function.
 """
 
@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,13 @@ import torch
 
 from rnnkit import __version__
 from rnnkit.errors import ConfigError, DataError, RunError
+from rnnkit.evaluation.sentences import ScoreResult, markers, score_lines, sentence_loss
 from rnnkit.evaluation.stream import stream_loss
 from rnnkit.generation import check_sampling, sample
-from rnnkit.models import ModelConfig, RNNLanguageModel
+from rnnkit.models import ModelConfig, make_model
 from rnnkit.text import BUILTIN_CORPORA, Vocab, build_vocab, decode, encode_file, encode_text
-from rnnkit.text.corpus import check_level, resolve_corpus
+from rnnkit.text.corpus import check_level, iter_lines, resolve_corpus
+from rnnkit.text.sentences import SentenceBatches, Sentences
 from rnnkit.training.checkpoint import (
     RUN_FILES,
     STATE,
@@ -87,8 +89,15 @@ def _prepare_data(data: DataConfig, vocab: Vocab | None) -> _Data:
     """Encode the corpus; build the vocabulary from the training part alone."""
     check_level(data.level)
     path = resolve_corpus(data.corpus)
+    sentence = data.mode == "sentence"
     if vocab is None:
-        full = build_vocab(path, data.level)
+        full = build_vocab(
+            path,
+            data.level,
+            tokenizer=data.tokenizer,
+            lowercase=data.lowercase,
+            sentence_markers=sentence,
+        )
         ids = encode_file(path, full).ids
     else:
         full, ids = vocab, encode_file(path, vocab).ids
@@ -99,6 +108,9 @@ def _prepare_data(data: DataConfig, vocab: Vocab | None) -> _Data:
             raise DataError(f"validation file {data.valid!r} is empty or too short to score.")
     else:
         cut = int(len(ids) * (1.0 - data.valid_fraction))  # as nanoGPT: first 90% / last 10%
+        if sentence and full.eos_id is not None:  # cut after a whole sentence
+            ends = np.flatnonzero(ids[cut:] == full.eos_id)
+            cut = cut + int(ends[0]) + 1 if len(ends) else len(ids)
         train_ids, valid_ids = ids[:cut], ids[cut:]
         if len(valid_ids) < 2 or len(train_ids) < 2:
             raise DataError(
@@ -115,9 +127,28 @@ def _prepare_data(data: DataConfig, vocab: Vocab | None) -> _Data:
         max_size=data.vocab_size,
         min_count=data.min_count,
         specials=full.specials,
+        tokenizer=full.tokenizer,
+        lowercase=full.lowercase,
     )
     remap = np.array([kept.id(t) for t in full.tokens], dtype=np.int32)
     return _Data(kept, remap[train_ids], remap[valid_ids])
+
+
+def _trainer_data(
+    data_cfg: DataConfig, train_cfg: TrainConfig, data: _Data
+) -> tuple[np.ndarray | SentenceBatches, np.ndarray | Sentences]:
+    """Stream mode: the id arrays; sentence mode: training batches and validation sentences."""
+    if data_cfg.mode != "sentence":
+        return data.train_ids, data.valid_ids
+    bos, eos = markers(data.vocab)
+    valid = Sentences.from_stream(data.valid_ids, eos)
+    if len(valid) == 0:
+        raise DataError(
+            f"validation text of {data_cfg.corpus!r} holds no sentences (only empty lines)."
+        )
+    train = Sentences.from_stream(data.train_ids, eos)
+    batches = SentenceBatches(train, bos, eos, train_cfg.batch_size, train_cfg.bptt, train_cfg.seed)
+    return batches, valid
 
 
 def _split_settings(
@@ -192,6 +223,7 @@ def train(
     max_steps: int | None = None,
     overwrite: bool = False,
     device: str | None = "auto",
+    threads: int | None = None,
     progress: bool | None = None,
     log: Log | None = None,
     **settings: Any,
@@ -205,6 +237,8 @@ def train(
     :class:`~rnnkit.training.TrainConfig` (``batch_size``, ``bptt``, ``optimizer``, ``lr``,
     ``clip``, ``epochs``, ``seed``, ...), named as the CLI's flags. ``max_time`` (seconds)
     and ``max_steps`` bound this call only; a resumed run may be given them again.
+    ``threads`` sets torch's CPU threads (on a machine shared with other busy processes,
+    fewer threads than cores is often much faster).
     """
     log = log or (lambda msg: None)
     if max_time is not None and max_time <= 0:
@@ -212,6 +246,7 @@ def train(
     if max_steps is not None and max_steps < 1:
         raise ConfigError(f"--max-steps must be at least 1, not {max_steps}.")
     dev = resolve_device(device)
+    set_threads(threads)
     model_kw, data_kw, train_kw = _split_settings(settings)
     if corpus is not None:
         data_kw["corpus"] = str(corpus)
@@ -245,7 +280,7 @@ def train(
     )
     _clear_out(out_path)
     torch.manual_seed(train_cfg.seed)
-    model = RNNLanguageModel(model_cfg)
+    model = make_model(model_cfg)
     config = {
         "rnnkit_version": __version__,
         "model": model_cfg.to_dict(),
@@ -254,10 +289,11 @@ def train(
         "stats": {"train_tokens": len(data.train_ids), "valid_tokens": len(data.valid_ids)},
     }
     data.vocab.save(out_path / VOCAB)
+    train_data, valid_data = _trainer_data(data_cfg, train_cfg, data)
     trainer = Trainer(
         model,
-        data.train_ids,
-        data.valid_ids,
+        train_data,
+        valid_data,
         train_cfg,
         out_path,
         dev,
@@ -268,10 +304,12 @@ def train(
     save_weights(model, out_path / "model.safetensors", step="0")
     trainer.save_checkpoint()
     write_config(out_path, config)  # last: the folder is a run once everything is in place
-    log(
-        f"{model_cfg.cell} {model_cfg.num_layers}x{model_cfg.hidden_size}, "
-        f"{model.num_parameters():,} parameters, on {dev}"
+    shape = (
+        f"window {model_cfg.context} x {model_cfg.input_size} -> {model_cfg.hidden_size}"
+        if model_cfg.arch == "window"
+        else f"{model_cfg.cell} {model_cfg.num_layers}x{model_cfg.hidden_size}"
     )
+    log(f"{shape}, {data_cfg.mode} mode, {model.num_parameters():,} parameters, on {dev}")
     return trainer.fit(max_time=max_time, max_steps=max_steps)
 
 
@@ -304,10 +342,11 @@ def _resume(
             "(its token count differs), so the run cannot be resumed exactly."
         )
     model = build_model(config, vocab, run)
+    train_data, valid_data = _trainer_data(data_cfg, train_cfg, data)
     trainer = Trainer(
         model,
-        data.train_ids,
-        data.valid_ids,
+        train_data,
+        valid_data,
         train_cfg,
         run,
         dev,
@@ -372,20 +411,71 @@ def evaluate(
     bptt: int = 256,
     device: str | None = "auto",
 ) -> EvalResult:
-    """Cross-entropy of ``file`` under the run's best model; the state is carried through."""
+    """Cross-entropy of ``file`` under the run's best model.
+
+    Stream mode: the state is carried through the whole file (every token after a first
+    ``</s>`` of context is predicted). Sentence mode: each line is scored on its own, as
+    :func:`score` does, so the total is exactly the sum of the sentence scores.
+    """
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, not {batch_size}.")
     loaded = _as_run(run, device)
     vocab = loaded.vocab
     enc = encode_file(file, vocab, what="evaluation")
+    dev = next(loaded.model.parameters()).device
+    if loaded.mode == "sentence" and vocab.level == "word":
+        bos, eos = markers(vocab)
+        sents = Sentences.from_stream(enc.ids, eos, keep_empty=True)
+        if len(sents) == 0:
+            raise DataError(f"evaluation file {str(file)!r} is empty: give one sentence a line.")
+        total, count = sentence_loss(
+            loaded.model, sents, bos, eos, batch_size=max(batch_size, 64), device=dev
+        )
+        return EvalResult(str(file), vocab.level, count, enc.unknown, total)
     ids = enc.ids
     if vocab.level == "word" and vocab.eos_id is not None:
         ids = np.concatenate([np.array([vocab.eos_id], dtype=np.int32), ids])  # context for line 1
     if len(ids) < 2:
         raise DataError(f"evaluation file {str(file)!r} is empty or too short to score.")
-    dev = next(loaded.model.parameters()).device
     total, count = stream_loss(loaded.model, ids, batch_size=batch_size, bptt=bptt, device=dev)
     return EvalResult(str(file), vocab.level, count, enc.unknown, total)
+
+
+# -- score ------------------------------------------------------------------------------
+
+
+def score(
+    run: str | os.PathLike[str] | LoadedRun,
+    file: str | os.PathLike[str] | None = None,
+    *,
+    sentences: Sequence[str] | None = None,
+    batch_size: int = 64,
+    device: str | None = "auto",
+) -> ScoreResult:
+    """log10 probability of each line of ``file`` (or of each of ``sentences``) as a sentence.
+
+    KenLM's convention: ``</s>`` is predicted and counted, ``<s>`` is context only, OOV words
+    are scored as ``<unk>`` and counted. Sentences are scored independently, in padded
+    batches of ``batch_size``; the result does not depend on it.
+    """
+    if (file is None) == (sentences is None):
+        raise ConfigError("give the text to score once: a FILE or a list of sentences.")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, not {batch_size}.")
+    loaded = _as_run(run, device)
+    vocab = loaded.vocab
+    if vocab.level != "word" or vocab.eos_id is None:
+        raise RunError(
+            f"run {str(loaded.path)!r} is a character-level model, but score gives sentence "
+            "probabilities over words; train one with --level word (rnnkit eval gives bits per "
+            "character)."
+        )
+    name = str(file) if file is not None else "<sentences>"
+    lines = list(iter_lines(file, "text to score")) if file is not None else list(sentences or [])
+    if not lines:
+        raise DataError(f"text to score {name!r} is empty; give one sentence a line.")
+    dev = next(loaded.model.parameters()).device
+    return score_lines(loaded.model, vocab, lines, batch_size=batch_size, device=dev, file=name)
 
 
 # -- generate ---------------------------------------------------------------------------
@@ -402,9 +492,15 @@ def generate(
     greedy: bool = False,
     num_samples: int = 1,
     seed: int | None = None,
+    allow_unk: bool = False,
     device: str | None = "auto",
 ) -> list[str]:
-    """``num_samples`` continuations of ``prompt`` (the prompt itself is not repeated)."""
+    """``num_samples`` continuations of ``prompt`` (the prompt itself is not repeated).
+
+    A run trained in sentence mode samples sentences: from ``<s>`` (and the prompt's words)
+    until ``</s>`` (not shown) or ``max_new_tokens``. ``<unk>`` is never drawn unless
+    ``allow_unk`` (the seeds' tutorial resamples it).
+    """
     check_sampling(temperature, top_k, top_p, greedy)
     if max_new_tokens < 0:
         raise ConfigError(f"--max-new-tokens must not be negative, not {max_new_tokens}.")
@@ -422,7 +518,10 @@ def generate(
             f"the prompt holds {len(unseen)} {_unit(vocab.level)}(s) the model never saw in "
             f"training ({shown}); remove or replace them."
         )
+    sentence = loaded.mode == "sentence" and vocab.level == "word"
     context = enc.ids.tolist()
+    if sentence:
+        context = [markers(vocab)[0], *context]
     if not context:  # start from a boundary: a newline (char) or </s> (word)
         start = vocab.index.get("\n", vocab.eos_id) if vocab.level == "char" else vocab.eos_id
         context = [start if start is not None else 0]
@@ -442,9 +541,22 @@ def generate(
         greedy=greedy,
         num_samples=num_samples,
         generator=generator,
-        banned=[vocab.unk_id],
+        banned=_banned(vocab, allow_unk),
+        stop_id=vocab.eos_id if sentence else None,
     )
-    return [decode(np.array(r, dtype=np.int64), vocab) for r in rows]
+    if vocab.level == "char":
+        return [decode(np.array(r, dtype=np.int64), vocab) for r in rows]
+    if sentence:  # the sentence's words, without its </s>
+        rows = [r[:-1] if r and r[-1] == vocab.eos_id else r for r in rows]
+    space = " " if prompt.strip() else ""
+    texts = [decode(np.array(r, dtype=np.int64), vocab) for r in rows]
+    return [space + t if t and not t.startswith("\n") else t for t in texts]
+
+
+def _banned(vocab: Vocab, allow_unk: bool) -> list[int]:
+    """Ids never sampled: <unk> (unless allowed) and <s> (context only)."""
+    banned = [] if allow_unk else [vocab.unk_id]
+    return banned + ([vocab.bos_id] if vocab.bos_id is not None else [])
 
 
 # -- plot -------------------------------------------------------------------------------
@@ -467,4 +579,4 @@ def plot(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None)
     return target
 
 
-__all__ = ["EvalResult", "evaluate", "generate", "load", "plot", "train"]
+__all__ = ["EvalResult", "ScoreResult", "evaluate", "generate", "load", "plot", "score", "train"]

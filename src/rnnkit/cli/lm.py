@@ -48,7 +48,28 @@ def _register_train(subparsers: Any) -> None:
         "--vocab-size", type=int, help="keep the most frequent tokens (specials included)"
     )
     g.add_argument("--min-count", type=int, help="tokens seen fewer times become <unk> (1)")
+    g.add_argument(
+        "--mode",
+        choices=("stream", "sentence"),
+        help="stream: one text, state carried across lines (PTB); sentence: each line "
+        "independent, <s> .. </s>, padded batches (word level) (stream)",
+    )
+    g.add_argument(
+        "--tokenizer",
+        choices=("whitespace", "words"),
+        help="whitespace: text already tokenised (PTB); words: raw text to words and "
+        "punctuation (whitespace)",
+    )
+    g.add_argument("--lowercase", action="store_const", const=True, help="lowercase every word")
     g = p.add_argument_group("model")
+    g.add_argument(
+        "--arch",
+        choices=("rnn", "window"),
+        help="rnn: recurrent (--cell); window: Bengio et al.'s fixed-window LM (rnn)",
+    )
+    g.add_argument(
+        "--context", type=int, help="previous tokens the window LM reads (n-gram order - 1) (4)"
+    )
     g.add_argument("--cell", choices=("rnn", "gru", "lstm"), help="recurrent cell (rnn: Elman)")
     g.add_argument("--nonlinearity", choices=("tanh", "relu"), help="g1 of the Elman RNN (tanh)")
     g.add_argument(
@@ -99,12 +120,14 @@ def _register_train(subparsers: Any) -> None:
     g.add_argument("--max-time", type=float, metavar="SECONDS", help="stop cleanly after this long")
     g.add_argument("--max-steps", type=int, help="stop cleanly after this many steps in total")
     g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    g.add_argument("--threads", type=int, help="CPU threads (default: one per core)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
 
 SETTINGS = (
-    "valid", "valid_fraction", "level", "vocab_size", "min_count", "cell", "nonlinearity",
+    "valid", "valid_fraction", "level", "vocab_size", "min_count", "mode", "tokenizer",
+    "lowercase", "arch", "context", "cell", "nonlinearity",
     "hidden_size", "num_layers", "embedding_size", "one_hot", "dropout", "tie_weights",
     "epochs", "batch_size", "bptt", "optimizer", "lr", "lr_schedule", "min_improvement",
     "clip", "weight_decay", "patience", "validate_every", "log_every", "eval_batch_size", "seed",
@@ -126,6 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         overwrite=args.overwrite,
         device=args.device,
+        threads=args.threads,
         progress=False if args.no_progress else None,
         log=_log,
         **settings,
@@ -186,6 +210,9 @@ def _register_generate(subparsers: Any) -> None:
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--num-samples", type=int, default=1, help="independent samples (1)")
     p.add_argument("--seed", type=int, help="random seed for repeatable samples")
+    p.add_argument(
+        "--allow-unk", action="store_true", help="let samples hold <unk> (never, by default)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.set_defaults(func=cmd_generate)
 
@@ -203,6 +230,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         greedy=args.greedy,
         num_samples=args.num_samples,
         seed=args.seed,
+        allow_unk=args.allow_unk,
         device=args.device,
     )
     for i, text in enumerate(samples):
