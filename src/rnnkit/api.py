@@ -62,6 +62,15 @@ def resolve_device(device: str | None) -> torch.device:
     return torch.device(name)
 
 
+def set_threads(threads: int | None) -> None:
+    """Use this many CPU threads (None: torch's default, one per core)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1, not {threads}.")
+    torch.set_num_threads(threads)
+
+
 def load(
     run: str | os.PathLike[str], weights: str = "best", device: str | None = "cpu"
 ) -> LoadedRun:
