@@ -58,3 +58,49 @@ def run_copy(tiny_run: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "run"
     shutil.copytree(tiny_run, dst)
     return dst
+
+
+# -- word level (issue 4): a tiny toy-grammar corpus and three small runs -----------------------
+
+
+def word_text(lines: int = 240, seed: int = 0) -> str:
+    """A toy English corpus: short sentences over ~40 words, one a line."""
+    import random
+
+    rng = random.Random(seed)
+    subj = ["the cat", "a dog", "the old man", "my friend", "she", "he", "they"]
+    verb = ["sees", "likes", "eats", "wants", "finds", "holds"]
+    obj = ["the fish", "a red ball", "some bread", "the small house", "it", "the big tree"]
+    tail = ["", "today", "again", "in the garden", "with joy", "every day"]
+    out = []
+    for _ in range(lines):
+        words = [rng.choice(subj), rng.choice(verb), rng.choice(obj), rng.choice(tail)]
+        out.append(" ".join(w for w in words if w))
+    return "\n".join(out) + "\n"
+
+
+WORD_SETTINGS = dict(
+    level="word", hidden_size=24, batch_size=8, bptt=10, epochs=3, lr=0.02, log_every=5,
+    seed=5, eval_batch_size=4,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def word_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Word-level runs on the toy corpus: 'sentence' (rnn), 'stream' (lstm), 'window'."""
+    import rnnkit
+
+    base = tmp_path_factory.mktemp("word_runs")
+    (base / "train.txt").write_text(word_text(240, 0), encoding="utf-8")
+    (base / "valid.txt").write_text(word_text(40, 1), encoding="utf-8")
+    common = dict(valid=base / "valid.txt", progress=False, **WORD_SETTINGS)
+    variants = {
+        "sentence": dict(mode="sentence", cell="rnn"),
+        "stream": dict(cell="lstm"),
+        "window": dict(arch="window", context=3, embedding_size=12),
+    }
+    for name, extra in variants.items():
+        rnnkit.train(base / "train.txt", base / name, **common, **extra)  # type: ignore[arg-type]
+    return {"train": base / "train.txt", "valid": base / "valid.txt"} | {
+        name: base / name for name in variants
+    }

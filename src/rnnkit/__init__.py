@@ -16,7 +16,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("train", "evaluate", "generate", "load", "plot")
+_API = ("train", "evaluate", "score", "generate", "load", "plot")
 
 __all__ = [*_API, "__version__"]
 

@@ -117,9 +117,10 @@ def _prepare_data(data: DataConfig, vocab: Vocab | None) -> _Data:
             raise DataError(f"validation file {data.valid!r} is empty or too short to score.")
     else:
         cut = int(len(ids) * (1.0 - data.valid_fraction))  # as nanoGPT: first 90% / last 10%
-        if sentence and full.eos_id is not None:  # cut after a whole sentence
-            ends = np.flatnonzero(ids[cut:] == full.eos_id)
-            cut = cut + int(ends[0]) + 1 if len(ends) else len(ids)
+        if sentence and full.eos_id is not None:  # cut between sentences, near the fraction
+            ends = np.flatnonzero(ids[: len(ids) - 1] == full.eos_id) + 1
+            if len(ends):
+                cut = int(ends[max(0, int(np.searchsorted(ends, cut, side="right")) - 1)])
         train_ids, valid_ids = ids[:cut], ids[cut:]
         if len(valid_ids) < 2 or len(train_ids) < 2:
             raise DataError(

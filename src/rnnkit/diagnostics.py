@@ -517,6 +517,11 @@ def diagnose_text(
         from rnnkit.training.checkpoint import load_run
 
         loaded = load_run(run)
+        if not isinstance(loaded.model, RNNLanguageModel):
+            raise ConfigError(
+                f"run {str(run)!r} is a fixed-window model (--arch window): it has no "
+                "recurrence to diagnose; give an rnn, gru or lstm run."
+            )
         run_model, vocab = loaded.model, loaded.vocab
         mc = run_model.config
         run_label = f"{Path(run).name} ({mc.cell}" + (

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from rnnkit.errors import ConfigError
-from rnnkit.models import RNNLanguageModel
+from rnnkit.models import LanguageModel
 
 
 def check_sampling(
@@ -48,7 +48,7 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
 
 @torch.inference_mode()
 def sample(
-    model: RNNLanguageModel,
+    model: LanguageModel,
     context: Sequence[int],
     max_new_tokens: int,
     temperature: float | None = None,

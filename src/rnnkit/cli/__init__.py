@@ -19,6 +19,7 @@ from rnnkit.errors import RnnkitError
 # One module per verb group; each has register(subparsers).
 COMMAND_MODULES = (
     "rnnkit.cli.lm",
+    "rnnkit.cli.score",
     "rnnkit.cli.diagnose",
     "rnnkit.cli.ngram",
     "rnnkit.cli.rescore",

@@ -14,12 +14,15 @@ does not depend on the batch size or the order of the sentences.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from rnnkit.models import LanguageModel
+from rnnkit.ngram.model import SentenceScores
 from rnnkit.text.sentences import PAD, Sentences, encode_lines, padded
 from rnnkit.text.vocab import Vocab
 
@@ -89,6 +92,115 @@ def sentence_loss(
     return -float(logp.sum()), int(logp.shape[0])
 
 
+@dataclass
+class ScoreResult:
+    """Sentence scores of a text, KenLM's convention (log10; ``</s>`` predicted, ``<s>`` not).
+
+    ``scores`` holds every predicted token's log10 probability, sentence after sentence, and
+    its OOV flag (``</s>`` is never an OOV); ``tokens`` the words of each sentence as the
+    tokeniser cut them (``</s>`` not included).
+    """
+
+    file: str
+    texts: list[str]
+    tokens: list[list[str]]
+    scores: SentenceScores
+
+    @property
+    def num_sentences(self) -> int:
+        return self.scores.num_sentences
+
+    @property
+    def num_tokens(self) -> int:
+        """Predicted tokens: words and one ``</s>`` per sentence."""
+        return self.scores.num_tokens
+
+    @property
+    def num_words(self) -> int:
+        return self.num_tokens - self.num_sentences
+
+    @property
+    def num_oov(self) -> int:
+        return self.scores.num_oov
+
+    @property
+    def oov_rate(self) -> float:
+        """OOVs per word (``</s>`` not counted)."""
+        return self.num_oov / self.num_words if self.num_words else 0.0
+
+    @property
+    def total_log10(self) -> float:
+        return self.scores.total_log10
+
+    @property
+    def perplexity(self) -> float:
+        """``10 ** (-total / tokens)``, OOVs included (KenLM's "Perplexity including OOVs")."""
+        return self.scores.perplexity(include_oov=True)
+
+    @property
+    def perplexity_excl_oov(self) -> float:
+        """The same with the OOV tokens left out of the total and the count."""
+        return self.scores.perplexity(include_oov=False)
+
+    def sentence_log10(self) -> np.ndarray:
+        return self.scores.sentence_log10()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "sentences": self.num_sentences,
+            "tokens": self.num_tokens,
+            "oovs": self.num_oov,
+            "log10_prob": self.total_log10,
+            "perplexity": self.perplexity,
+            "perplexity_excl_oov": self.perplexity_excl_oov,
+        }
+
+    def records(self, per_token: bool = False) -> Iterator[dict[str, Any]]:
+        """One dict per sentence: ``text``, ``log10_prob``, ``tokens`` (count, ``</s>``
+        included), ``oovs``, and with ``per_token`` a ``per_token`` list of
+        ``{"token", "log10_prob", "oov"}``."""
+        sums = self.sentence_log10()
+        off, logp, oov = self.scores.offsets, self.scores.token_log10, self.scores.oov
+        for s, text in enumerate(self.texts):
+            a, b = int(off[s]), int(off[s + 1])
+            rec: dict[str, Any] = {
+                "text": text,
+                "log10_prob": float(sums[s]),
+                "tokens": b - a,
+                "oovs": int(oov[a:b].sum()),
+            }
+            if per_token:
+                words = [*self.tokens[s], "</s>"]
+                rec["per_token"] = [
+                    {"token": w, "log10_prob": float(p), "oov": bool(o)}
+                    for w, p, o in zip(words, logp[a:b].tolist(), oov[a:b].tolist())
+                ]
+            yield rec
+
+
+def score_lines(
+    model: LanguageModel,
+    vocab: Vocab,
+    lines: Iterable[str],
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    file: str = "<sentences>",
+) -> ScoreResult:
+    """Score each line as one sentence (an empty line is ``<s> </s>``)."""
+    bos, eos = markers(vocab)
+    enc = encode_lines(lines, vocab)
+    sents = enc.sentences
+    logp = sentence_log_probs(model, sents, bos, eos, batch_size=batch_size, device=device)
+    S = len(sents)
+    offsets = sents.offsets + np.arange(S + 1)
+    oov = np.zeros(logp.shape[0], dtype=bool)
+    word_pos = np.arange(sents.ids.shape[0]) + np.repeat(np.arange(S), sents.lengths)
+    oov[word_pos] = enc.oov
+    scores = SentenceScores(logp / LN10, offsets.astype(np.int64), oov)
+    return ScoreResult(file, enc.texts, enc.tokens, scores)
+
+
 def token_scorer(
     model: LanguageModel, vocab: Vocab, batch_size: int = 64, device: torch.device | str = "cpu"
 ) -> Callable[[Sequence[str]], list[np.ndarray]]:
@@ -110,4 +222,11 @@ def token_scorer(
     return score
 
 
-__all__ = ["markers", "sentence_log_probs", "sentence_loss", "token_scorer"]
+__all__ = [
+    "ScoreResult",
+    "markers",
+    "score_lines",
+    "sentence_log_probs",
+    "sentence_loss",
+    "token_scorer",
+]

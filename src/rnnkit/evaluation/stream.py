@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rnnkit.models import RNNLanguageModel, State, cat_states, select_state
+from rnnkit.models import LanguageModel, State, cat_states, select_state
 from rnnkit.text.batching import batchify, num_windows, tail, window
 
 
@@ -16,7 +16,7 @@ def to_tensor(ids: np.ndarray, device: torch.device | str) -> torch.Tensor:
 
 @torch.inference_mode()
 def stream_loss(
-    model: RNNLanguageModel,
+    model: LanguageModel,
     ids: np.ndarray,
     batch_size: int = 16,
     bptt: int = 256,
@@ -55,7 +55,7 @@ def stream_loss(
 
 
 def _warm_state(
-    model: RNNLanguageModel,
+    model: LanguageModel,
     ids: np.ndarray,
     starts: list[int],
     warmup: int,

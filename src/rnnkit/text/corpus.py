@@ -44,6 +44,11 @@ def _code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
 
 
+def iter_lines(path: str | os.PathLike[str], what: str = "text") -> Iterator[str]:
+    """Whole lines of a UTF-8 file, across chunk boundaries, without their newline."""
+    return _lines(Path(path), what)
+
+
 def _lines(path: Path, what: str) -> Iterator[str]:
     """Whole lines of the file, across chunk boundaries, without their newline."""
     rest = ""

@@ -32,7 +32,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from rnnkit.errors import ConfigError, RunError
-from rnnkit.models import ModelConfig, RNNLanguageModel
+from rnnkit.models import LanguageModel, ModelConfig, make_model
 from rnnkit.text.vocab import Vocab
 from rnnkit.utils import atomic_write, atomic_write_json
 
@@ -161,7 +161,7 @@ class LoadedRun:
     """A trained model with its vocabulary and settings, ready to evaluate or sample."""
 
     path: Path
-    model: RNNLanguageModel
+    model: LanguageModel
     vocab: Vocab
     config: dict[str, Any]
 
@@ -169,8 +169,13 @@ class LoadedRun:
     def level(self) -> str:
         return self.vocab.level
 
+    @property
+    def mode(self) -> str:
+        """``stream`` or ``sentence``: how the run was trained (see DataConfig)."""
+        return str(self.config.get("data", {}).get("mode", "stream"))
 
-def build_model(config: dict[str, Any], vocab: Vocab, path: Path) -> RNNLanguageModel:
+
+def build_model(config: dict[str, Any], vocab: Vocab, path: Path) -> LanguageModel:
     try:
         mcfg = ModelConfig.from_dict(dict(config["model"]))
     except (ConfigError, TypeError) as exc:
@@ -180,7 +185,7 @@ def build_model(config: dict[str, Any], vocab: Vocab, path: Path) -> RNNLanguage
             f"{str(path / CONFIG)!r} says vocab_size {mcfg.vocab_size} but {VOCAB} holds "
             f"{len(vocab)} tokens."
         )
-    return RNNLanguageModel(mcfg)
+    return make_model(mcfg)  # config.json's model section names the arch
 
 
 def load_run(

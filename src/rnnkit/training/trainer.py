@@ -27,9 +27,11 @@ import torch
 from tqdm import tqdm
 
 from rnnkit.errors import RnnkitError
+from rnnkit.evaluation.sentences import sentence_loss
 from rnnkit.evaluation.stream import stream_loss, to_tensor
-from rnnkit.models import RNNLanguageModel, State, detach_state
+from rnnkit.models import LanguageModel, State, detach_state
 from rnnkit.text.batching import batchify, num_windows, window
+from rnnkit.text.sentences import PAD, SentenceBatches, Sentences
 from rnnkit.training.checkpoint import BEST, LAST, METRICS, STATE, save_state, save_weights
 from rnnkit.training.config import TrainConfig
 from rnnkit.training.metrics import MetricsLog
@@ -106,13 +108,19 @@ def _unpack_hidden(packed: dict[str, torch.Tensor], device: torch.device) -> Sta
 
 
 class Trainer:
-    """Trains ``model`` on ``train_ids`` and validates on ``valid_ids``, in run directory ``run``."""
+    """Trains ``model`` on ``train_ids`` and validates on ``valid_ids``, in run directory ``run``.
+
+    Stream mode: ``train_ids`` and ``valid_ids`` are id arrays. Sentence mode: ``train_ids``
+    is a :class:`~rnnkit.text.sentences.SentenceBatches` (one window of one padded bucket a
+    step, the state reset at each bucket, padding out of the loss) and ``valid_ids`` the
+    validation :class:`~rnnkit.text.sentences.Sentences`.
+    """
 
     def __init__(
         self,
-        model: RNNLanguageModel,
-        train_ids: np.ndarray,
-        valid_ids: np.ndarray,
+        model: LanguageModel,
+        train_ids: np.ndarray | SentenceBatches,
+        valid_ids: np.ndarray | Sentences,
         config: TrainConfig,
         run: Path,
         device: torch.device,
@@ -127,14 +135,22 @@ class Trainer:
         self.unit = unit
         self.progress = progress
         self.log = log or (lambda msg: None)
-        self.columns = batchify(train_ids, config.batch_size)
-        if self.columns.shape[0] == 0 or num_windows(self.columns, config.bptt) == 0:
-            raise RnnkitError(
-                f"the training text is too short for --batch-size {config.batch_size}: it "
-                f"needs at least {config.batch_size + 1} tokens."
-            )
+        self.sentences = train_ids if isinstance(train_ids, SentenceBatches) else None
+        if self.sentences is not None:
+            self.columns = np.zeros((0, 1), dtype=np.int32)
+            self.windows = self.sentences.num_windows
+            if self.windows == 0:
+                raise RnnkitError("the training text holds no sentences (only empty lines).")
+        else:
+            assert isinstance(train_ids, np.ndarray)
+            self.columns = batchify(train_ids, config.batch_size)
+            if self.columns.shape[0] == 0 or num_windows(self.columns, config.bptt) == 0:
+                raise RnnkitError(
+                    f"the training text is too short for --batch-size {config.batch_size}: it "
+                    f"needs at least {config.batch_size + 1} tokens."
+                )
+            self.windows = num_windows(self.columns, config.bptt)
         self.valid_ids = valid_ids
-        self.windows = num_windows(self.columns, config.bptt)
         lr = config.learning_rate
         if config.optimizer == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
@@ -197,10 +213,20 @@ class Trainer:
 
     # -- one step and one validation ----------------------------------------------------
     def train_step(self) -> float:
-        x, y = window(self.columns, self.window, self.config.bptt)
+        if self.sentences is not None:
+            x, y, reset = self.sentences.window(self.epoch, self.window)
+            if reset:
+                self.hidden = None  # each bucket of sentences starts from the zero state
+        else:
+            x, y = window(self.columns, self.window, self.config.bptt)
         inputs, targets = to_tensor(x, self.device), to_tensor(y, self.device)
         self.model.train()
-        loss, hidden = self.model.loss(inputs, targets, detach_state(self.hidden))
+        if self.sentences is not None:
+            loss, hidden = self.model.loss(
+                inputs, targets, detach_state(self.hidden), ignore_index=PAD
+            )
+        else:
+            loss, hidden = self.model.loss(inputs, targets, detach_state(self.hidden))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.clip > 0:
@@ -209,10 +235,21 @@ class Trainer:
         self.hidden = detach_state(hidden)
         self.step += 1
         self.window += 1
-        self.tokens += targets.numel()
+        self.tokens += int((y != PAD).sum()) if self.sentences is not None else targets.numel()
         return loss.item()
 
     def validate(self) -> float:
+        if isinstance(self.valid_ids, Sentences):
+            assert self.sentences is not None
+            total, count = sentence_loss(
+                self.model,
+                self.valid_ids,
+                self.sentences.bos_id,
+                self.sentences.eos_id,
+                batch_size=max(self.config.eval_batch_size, 64),
+                device=self.device,
+            )
+            return total / max(count, 1)
         total, count = stream_loss(
             self.model,
             self.valid_ids,

@@ -1,0 +1,94 @@
+"""``rnnkit score RUN FILE``: sentence log10 probabilities under a word-level run.
+
+KenLM's convention: each line is a sentence ``<s> w_1 .. w_n </s>``; ``</s>`` is predicted
+and counted, ``<s>`` is context only. ``-`` reads the sentences from stdin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+#: Above this share of OOV words, the text is probably in another vocabulary: warn.
+OOV_WARNING = 0.5
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "score",
+        help="log10 probability of each sentence under a word-level run",
+        description="Score each line of FILE (- for stdin) as one sentence under a word-level "
+        "run, as KenLM does: </s> is predicted and counted, <s> is context only, OOV words are "
+        "scored as <unk> and counted. Prints one line per sentence, then the totals and the "
+        "perplexity including and excluding OOVs.",
+    )
+    p.add_argument("run", metavar="RUN", help="run directory of a word-level model")
+    p.add_argument("file", metavar="FILE", help="UTF-8 text, one sentence a line; - for stdin")
+    p.add_argument("--per-token", action="store_true", help="also each token's log10 prob")
+    p.add_argument(
+        "--format",
+        choices=("text", "jsonl"),
+        default="text",
+        help="text, or jsonl: one JSON object per sentence (totals on stderr) (text)",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="sentences per batch (64)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=cmd_score)
+
+
+def _read_stdin() -> list[str]:
+    from rnnkit.errors import DataError
+
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"stdin is not valid UTF-8 (byte offset {exc.start}); convert it to UTF-8 first."
+        ) from exc
+    return text.splitlines()
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from rnnkit import api
+
+    if args.file == "-":
+        result = api.score(
+            args.run, sentences=_read_stdin(), batch_size=args.batch_size, device=args.device
+        )
+        result.file = "<stdin>"
+    else:
+        result = api.score(args.run, args.file, batch_size=args.batch_size, device=args.device)
+    out = sys.stdout
+    for rec in result.records(per_token=args.per_token):
+        if args.format == "jsonl":
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            continue
+        out.write(
+            f"{rec['log10_prob']:.4f} log10\t{rec['tokens']} tokens\t{rec['oovs']} OOV\t"
+            f"{rec['text']}\n"
+        )
+        for t in rec.get("per_token", []):
+            mark = "\tOOV" if t["oov"] else ""
+            out.write(f"\t{t['token']}\t{t['log10_prob']:.4f} log10{mark}\n")
+    summary = _summary(result)
+    print(summary, file=sys.stdout if args.format == "text" else sys.stderr)
+    if result.num_words and result.oov_rate > OOV_WARNING:
+        print(
+            f"rnnkit: warning: {result.oov_rate:.1%} of the words of {result.file} are not in "
+            "the run's vocabulary (OOV rate); is the text in the model's vocabulary and "
+            "tokenisation?",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _summary(result: Any) -> str:
+    return (
+        f"{result.file}: {result.num_sentences:,} sentences, {result.num_tokens:,} tokens "
+        f"(</s> included), {result.num_oov:,} OOVs; total {result.total_log10:.4f} log10; "
+        f"perplexity {result.perplexity:.3f} including OOVs, "
+        f"{result.perplexity_excl_oov:.3f} excluding OOVs (per token)"
+    )
