@@ -174,3 +174,10 @@ def test_sentence_runs_generate_sentences(word_runs: dict[str, Path]) -> None:
     assert samples == rnnkit.generate(run, num_samples=5, max_new_tokens=40, seed=3)
     cont = rnnkit.generate(run, "the cat", max_new_tokens=3, greedy=True)
     assert cont[0].startswith(" ") and len(cont[0].split()) <= 3
+
+
+def test_vocab_size_limits_the_vocabulary(word_runs: dict[str, Path], tmp_path: Path) -> None:
+    rnnkit.train(word_runs["train"], tmp_path / "r", level="word", vocab_size=10, hidden_size=8,
+                 max_steps=2, progress=False)  # fmt: skip
+    run = rnnkit.load(tmp_path / "r")
+    assert len(run.vocab) == 10 and run.model.config.vocab_size == 10

@@ -168,6 +168,7 @@ def _split_settings(
         name: {f.name for f in dataclasses.fields(cls)}
         for name, cls in (("model", ModelConfig), ("data", DataConfig), ("training", TrainConfig))
     }
+    fields["model"].discard("vocab_size")  # --vocab-size limits the Vocab; the model follows it
     parts: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "training": {}}
     for key, value in settings.items():
         if value is None:
