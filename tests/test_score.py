@@ -181,3 +181,15 @@ def test_vocab_size_limits_the_vocabulary(word_runs: dict[str, Path], tmp_path: 
                  max_steps=2, progress=False)  # fmt: skip
     run = rnnkit.load(tmp_path / "r")
     assert len(run.vocab) == 10 and run.model.config.vocab_size == 10
+
+
+def test_stdin_and_file_cut_lines_alike(
+    word_runs: dict[str, Path], tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = "the cat\u2028sees it\r\n\nshe likes it".encode()  # U+2028 is not a line end here
+    f = tmp_path / "odd.txt"
+    f.write_bytes(raw)
+    _, from_file, _ = run_main(["score", word_runs["sentence"], f, "--format", "jsonl"], capsys)
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(raw)))
+    _, from_stdin, _ = run_main(["score", word_runs["sentence"], "-", "--format", "jsonl"], capsys)
+    assert from_file == from_stdin and len(from_file.splitlines()) == 3

@@ -48,7 +48,10 @@ def _read_stdin() -> list[str]:
         raise DataError(
             f"stdin is not valid UTF-8 (byte offset {exc.start}); convert it to UTF-8 first."
         ) from exc
-    return text.splitlines()
+    lines = text.split("\n")  # as files are read: only \n ends a line
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -64,7 +67,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     out = sys.stdout
     for rec in result.records(per_token=args.per_token):
         if args.format == "jsonl":
-            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            line = json.dumps(rec, ensure_ascii=False)  # U+2028/9 escaped: one line a record
+            out.write(line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n")
             continue
         out.write(
             f"{rec['log10_prob']:.4f} log10\t{rec['tokens']} tokens\t{rec['oovs']} OOV\t"
