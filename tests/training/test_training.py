@@ -52,6 +52,7 @@ def test_same_seed_same_run(tiny_corpus: Path, tmp_path: Path) -> None:
             cell="lstm", num_layers=2, dropout=0.3, validate_every=10
         ),  # RNG and mid-epoch validation
         dict(cell="gru", optimizer="sgd", lr_schedule="rnnlm", lr=0.5),
+        dict(cell="rnn", precision="bf16"),
     ],
 )
 def test_stopped_and_resumed_run_ends_with_the_same_weights(

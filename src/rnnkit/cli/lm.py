@@ -115,6 +115,12 @@ def _register_train(subparsers: Any) -> None:
     g.add_argument("--validate-every", type=int, help="also validate every N steps (0: per epoch)")
     g.add_argument("--log-every", type=int, help="log training loss every N steps (20)")
     g.add_argument("--eval-batch-size", type=int, help="batch columns for validation (16)")
+    g.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        help="bf16: train with bfloat16 autocast, ~2x faster on CPUs with avx512_bf16/AMX "
+        "(evaluation stays fp32) (fp32)",
+    )
     g.add_argument("--seed", type=int, help="random seed; same seed, same run (1234)")
     g = p.add_argument_group("budget and hardware")
     g.add_argument("--max-time", type=float, metavar="SECONDS", help="stop cleanly after this long")
@@ -131,6 +137,7 @@ SETTINGS = (
     "hidden_size", "num_layers", "embedding_size", "one_hot", "dropout", "tie_weights",
     "epochs", "batch_size", "bptt", "optimizer", "lr", "lr_schedule", "min_improvement",
     "clip", "weight_decay", "patience", "validate_every", "log_every", "eval_batch_size", "seed",
+    "precision",
 )  # fmt: skip
 
 

@@ -12,6 +12,7 @@ from rnnkit.text.tokenize import check_tokenizer
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("rnnlm", "plateau", "constant")
 MODES = ("stream", "sentence")
+PRECISIONS = ("fp32", "bf16")
 DEFAULT_LR = {"adam": 2e-3, "sgd": 1.0}
 
 
@@ -83,6 +84,7 @@ class TrainConfig:
     log_every: int = 20
     eval_batch_size: int = 16
     seed: int = 1234
+    precision: str = "fp32"  # fp32, or bf16: autocast the training step to bfloat16
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -105,6 +107,11 @@ class TrainConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative.")
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"--lr must be positive, not {self.lr}.")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"--precision must be fp32 or bf16, not {self.precision!r}"
+                f"{did_you_mean(self.precision, PRECISIONS)}."
+            )
         if self.clip < 0:
             raise ConfigError(f"--clip must not be negative, not {self.clip}.")
         if self.min_improvement < 1.0:

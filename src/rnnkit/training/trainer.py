@@ -151,6 +151,7 @@ class Trainer:
                 )
             self.windows = num_windows(self.columns, config.bptt)
         self.valid_ids = valid_ids
+        self.bf16 = config.precision == "bf16"
         lr = config.learning_rate
         if config.optimizer == "adam":
             self.optimizer: torch.optim.Optimizer = torch.optim.Adam(
@@ -221,12 +222,12 @@ class Trainer:
             x, y = window(self.columns, self.window, self.config.bptt)
         inputs, targets = to_tensor(x, self.device), to_tensor(y, self.device)
         self.model.train()
-        if self.sentences is not None:
+        # bf16 autocast runs the matrix products in bfloat16 (weights, gradients and the
+        # optimizer stay float32); padding (PAD) never counts in the loss.
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
             loss, hidden = self.model.loss(
                 inputs, targets, detach_state(self.hidden), ignore_index=PAD
             )
-        else:
-            loss, hidden = self.model.loss(inputs, targets, detach_state(self.hidden))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.clip > 0:
