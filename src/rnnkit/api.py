@@ -21,8 +21,10 @@ import torch
 
 from rnnkit import __version__
 from rnnkit.errors import ConfigError, DataError, RunError
-from rnnkit.evaluation.sentences import ScoreResult, markers, score_lines, sentence_loss
-from rnnkit.evaluation.stream import stream_loss
+from rnnkit.evaluation.interpolation import check_lambda, interpolate_log10
+from rnnkit.evaluation.interpolation import tune_lambda as tune_lambda_weight
+from rnnkit.evaluation.sentences import ScoreResult, markers, score_lines, sentence_log_probs
+from rnnkit.evaluation.stream import stream_log_probs
 from rnnkit.generation import check_sampling, sample
 from rnnkit.models import ModelConfig, make_model
 from rnnkit.text import BUILTIN_CORPORA, Vocab, build_vocab, decode, encode_file, encode_text
@@ -385,6 +387,7 @@ class EvalResult:
     tokens: int  # predicted tokens
     unknown: int  # tokens outside the vocabulary (scored as <unk>)
     nats: float  # total negative log-likelihood, nats
+    interpolation: dict[str, Any] | None = None  # {"ngram": path, "lambda": weight} if mixed
 
     @property
     def unit(self) -> str:
@@ -411,6 +414,7 @@ class EvalResult:
             f"nats_per_{self.unit}": self.nats_per_token,
             f"bits_per_{self.unit}": self.bits_per_token,
             "perplexity": self.perplexity,
+            **({"interpolation": self.interpolation} if self.interpolation else {}),
         }
 
 
@@ -421,16 +425,75 @@ def evaluate(
     batch_size: int = 16,
     bptt: int = 256,
     device: str | None = "auto",
+    ngram: str | os.PathLike[str] | None = None,
+    lam: float | None = None,
+    tune_lambda: str | os.PathLike[str] | None = None,
 ) -> EvalResult:
-    """Cross-entropy of ``file`` under the run's best model.
+    """Cross-entropy of ``file`` under the run's best model (or under an ARPA file).
 
     Stream mode: the state is carried through the whole file (every token after a first
     ``</s>`` of context is predicted). Sentence mode: each line is scored on its own, as
     :func:`score` does, so the total is exactly the sum of the sentence scores.
+
+    ``ngram`` (an ARPA file) is interpolated word by word with weight ``lam`` for the run
+    (Mikolov's convention), or with the weight that minimises the interpolated perplexity of
+    the text ``tune_lambda``.
     """
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, not {batch_size}.")
+    if not isinstance(run, LoadedRun) and _is_arpa(run):
+        if ngram is not None or lam is not None or tune_lambda is not None:
+            raise ConfigError("--ngram, --lambda and --tune-lambda need an RNN run as MODEL.")
+        scores = _arpa(run).score_sentences(_lines(file, "evaluation"))
+        return EvalResult(
+            str(file), "word", scores.num_tokens, scores.num_oov, -scores.total_log10 * math.log(10)
+        )
     loaded = _as_run(run, device)
+    logp, unknown = _token_log_probs(loaded, file, batch_size, bptt)
+    if ngram is None:
+        if lam is not None or tune_lambda is not None:
+            raise ConfigError("--lambda and --tune-lambda need --ngram ARPA to interpolate with.")
+        return EvalResult(str(file), loaded.vocab.level, len(logp), unknown, -float(logp.sum()))
+    if loaded.vocab.level != "word":
+        raise ConfigError("--ngram needs a word-level run: n-gram models here are over words.")
+    model = _arpa(ngram)
+    if tune_lambda is not None:
+        if lam is not None:
+            raise ConfigError("--lambda and --tune-lambda conflict: give one.")
+        valid, _ = _token_log_probs(loaded, tune_lambda, batch_size, bptt)
+        valid_ng = _aligned_ngram_log10(model, tune_lambda, len(valid))
+        lam, _ = tune_lambda_weight(valid / math.log(10), valid_ng)
+    lam = check_lambda(0.5 if lam is None else lam)
+    mixed = interpolate_log10(
+        logp / math.log(10), _aligned_ngram_log10(model, file, len(logp)), lam
+    )
+    result = EvalResult(str(file), "word", len(logp), unknown, -float(mixed.sum()) * math.log(10))
+    result.interpolation = {"ngram": str(ngram), "lambda": lam}
+    return result
+
+
+def _is_arpa(model: str | os.PathLike[str]) -> bool:
+    """An ARPA file (plain or gzip) rather than a run directory."""
+    return Path(model).is_file()
+
+
+def _arpa(path: str | os.PathLike[str]) -> Any:
+    from rnnkit.ngram import read_arpa
+
+    return read_arpa(path)
+
+
+def _lines(file: str | os.PathLike[str], what: str) -> list[str]:
+    lines = list(iter_lines(file, what))
+    if not lines:
+        raise DataError(f"{what} file {str(file)!r} is empty: give one sentence a line.")
+    return lines
+
+
+def _token_log_probs(
+    loaded: LoadedRun, file: str | os.PathLike[str], batch_size: int, bptt: int
+) -> tuple[np.ndarray, int]:
+    """Each predicted token's log-probability (nats, text order) and the unknown count."""
     vocab = loaded.vocab
     enc = encode_file(file, vocab, what="evaluation")
     dev = next(loaded.model.parameters()).device
@@ -439,17 +502,29 @@ def evaluate(
         sents = Sentences.from_stream(enc.ids, eos, keep_empty=True)
         if len(sents) == 0:
             raise DataError(f"evaluation file {str(file)!r} is empty: give one sentence a line.")
-        total, count = sentence_loss(
+        logp = sentence_log_probs(
             loaded.model, sents, bos, eos, batch_size=max(batch_size, 64), device=dev
         )
-        return EvalResult(str(file), vocab.level, count, enc.unknown, total)
+        return logp, enc.unknown
     ids = enc.ids
     if vocab.level == "word" and vocab.eos_id is not None:
         ids = np.concatenate([np.array([vocab.eos_id], dtype=np.int32), ids])  # context for line 1
     if len(ids) < 2:
         raise DataError(f"evaluation file {str(file)!r} is empty or too short to score.")
-    total, count = stream_loss(loaded.model, ids, batch_size=batch_size, bptt=bptt, device=dev)
-    return EvalResult(str(file), vocab.level, count, enc.unknown, total)
+    return stream_log_probs(
+        loaded.model, ids, batch_size=batch_size, bptt=bptt, device=dev
+    ), enc.unknown
+
+
+def _aligned_ngram_log10(model: Any, file: str | os.PathLike[str], expected: int) -> np.ndarray:
+    """The n-gram's per-token log10 probabilities of ``file``, checked against the RNN's count."""
+    scores = model.score_sentences(_lines(file, "evaluation"))
+    if scores.num_tokens != expected:
+        raise DataError(
+            f"the run and the n-gram model cut {str(file)!r} into different tokens ({expected} "
+            f"and {scores.num_tokens}); interpolation needs the same whitespace tokenisation."
+        )
+    return np.asarray(scores.token_log10, dtype=np.float64)
 
 
 # -- score ------------------------------------------------------------------------------
@@ -462,17 +537,32 @@ def score(
     sentences: Sequence[str] | None = None,
     batch_size: int = 64,
     device: str | None = "auto",
+    ngram: str | os.PathLike[str] | None = None,
+    lam: float | None = None,
+    tune_lambda: str | os.PathLike[str] | None = None,
 ) -> ScoreResult:
     """log10 probability of each line of ``file`` (or of each of ``sentences``) as a sentence.
 
     KenLM's convention: ``</s>`` is predicted and counted, ``<s>`` is context only, OOV words
     are scored as ``<unk>`` and counted. Sentences are scored independently, in padded
-    batches of ``batch_size``; the result does not depend on it.
+    batches of ``batch_size``; the result does not depend on it. ``run`` may be an ARPA file.
+    ``ngram``, ``lam`` and ``tune_lambda`` interpolate a run with an n-gram model word by
+    word, as in :func:`evaluate` (the OOV flags are the run's).
     """
     if (file is None) == (sentences is None):
         raise ConfigError("give the text to score once: a FILE or a list of sentences.")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, not {batch_size}.")
+    name = str(file) if file is not None else "<sentences>"
+    lines = list(iter_lines(file, "text to score")) if file is not None else list(sentences or [])
+    if not lines:
+        raise DataError(f"text to score {name!r} is empty; give one sentence a line.")
+    if not isinstance(run, LoadedRun) and _is_arpa(run):
+        if ngram is not None or lam is not None or tune_lambda is not None:
+            raise ConfigError("--ngram, --lambda and --tune-lambda need an RNN run as MODEL.")
+        return ScoreResult(
+            name, lines, [ln.split() for ln in lines], _arpa(run).score_sentences(lines)
+        )
     loaded = _as_run(run, device)
     vocab = loaded.vocab
     if vocab.level != "word" or vocab.eos_id is None:
@@ -481,12 +571,40 @@ def score(
             "probabilities over words; train one with --level word (rnnkit eval gives bits per "
             "character)."
         )
-    name = str(file) if file is not None else "<sentences>"
-    lines = list(iter_lines(file, "text to score")) if file is not None else list(sentences or [])
-    if not lines:
-        raise DataError(f"text to score {name!r} is empty; give one sentence a line.")
     dev = next(loaded.model.parameters()).device
-    return score_lines(loaded.model, vocab, lines, batch_size=batch_size, device=dev, file=name)
+    result = score_lines(loaded.model, vocab, lines, batch_size=batch_size, device=dev, file=name)
+    if ngram is None:
+        if lam is not None or tune_lambda is not None:
+            raise ConfigError("--lambda and --tune-lambda need --ngram ARPA to interpolate with.")
+        return result
+    model = _arpa(ngram)
+    if tune_lambda is not None:
+        if lam is not None:
+            raise ConfigError("--lambda and --tune-lambda conflict: give one.")
+        valid_lines = _lines(tune_lambda, "--tune-lambda")
+        rnn = score_lines(loaded.model, vocab, valid_lines, batch_size=batch_size, device=dev)
+        lam, _ = tune_lambda_weight(
+            rnn.scores.token_log10,
+            _aligned_scores(model, valid_lines, rnn, tune_lambda).token_log10,
+        )
+    lam = check_lambda(0.5 if lam is None else lam)
+    ng = _aligned_scores(model, lines, result, name)
+    mixed = interpolate_log10(result.scores.token_log10, ng.token_log10, lam)
+    result.scores = dataclasses.replace(result.scores, token_log10=mixed)
+    return result
+
+
+def _aligned_scores(
+    model: Any, lines: list[str], rnn: ScoreResult, name: str | os.PathLike[str]
+) -> Any:
+    """The n-gram's sentence scores, checked to hold the same tokens as the run's."""
+    ng = model.score_sentences(lines)
+    if not np.array_equal(ng.offsets, rnn.scores.offsets):
+        raise DataError(
+            f"the run and the n-gram model cut {str(name)!r} into different tokens; "
+            "interpolation needs the same whitespace tokenisation."
+        )
+    return ng
 
 
 # -- generate ---------------------------------------------------------------------------

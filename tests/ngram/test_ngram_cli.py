@@ -76,7 +76,7 @@ def test_train_writes_arpa_and_reports(tmp_path: Path, capsys: pytest.CaptureFix
             ["rescore", "{arpa}", "{nbest}", "--ngram", "{arpa}", "--lambda", "1.5"],
             "--lambda must be between 0 and 1",
         ),
-        (["rescore", "{tmp}", "{nbest}"], "is a directory"),
+        (["rescore", "{tmp}", "{nbest}"], "not an rnnkit run directory"),
     ],
 )
 def test_user_errors_exit_2_with_one_sentence(

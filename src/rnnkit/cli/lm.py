@@ -180,8 +180,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _register_eval(subparsers: Any) -> None:
     p = subparsers.add_parser("eval", help="cross-entropy, bits/char and perplexity of a text")
-    p.add_argument("run", metavar="RUN", help="run directory")
+    p.add_argument("run", metavar="MODEL", help="run directory, or an ARPA n-gram file")
     p.add_argument("file", metavar="FILE", help="UTF-8 text to evaluate")
+    add_interpolation_flags(p)
     p.add_argument("--batch-size", type=int, default=16, help="parallel columns (16)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--format", choices=("text", "json"), default="text")
@@ -191,7 +192,15 @@ def _register_eval(subparsers: Any) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     from rnnkit import api
 
-    result = api.evaluate(args.run, args.file, batch_size=args.batch_size, device=args.device)
+    result = api.evaluate(
+        args.run,
+        args.file,
+        batch_size=args.batch_size,
+        device=args.device,
+        ngram=args.ngram,
+        lam=args.lam,
+        tune_lambda=args.tune_lambda,
+    )
     if args.format == "json":
         print(json.dumps(result.to_dict()))
         return 0
@@ -203,7 +212,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"loss:       {result.nats_per_token:.4f} nats/{u}")
     print(f"bits:       {result.bits_per_token:.4f} bits/{u}")
     print(f"perplexity: {result.perplexity:.3f} (per {u})")
+    if result.interpolation:
+        mix = result.interpolation
+        print(
+            f"model:      interpolated with {mix['ngram']}, lambda {mix['lambda']:.4f} (the run's weight)"
+        )
     return 0
+
+
+def add_interpolation_flags(p: argparse.ArgumentParser) -> None:
+    """--ngram, --lambda, --tune-lambda: mix a word-level run with an n-gram model."""
+    g = p.add_argument_group("interpolation with an n-gram model (Mikolov's RNNLM toolkit)")
+    g.add_argument(
+        "--ngram", metavar="ARPA", help="interpolate the run word by word with this model"
+    )
+    g.add_argument(
+        "--lambda",
+        dest="lam",
+        type=float,
+        metavar="L",
+        help="the run's weight in the interpolation (0.5)",
+    )
+    g.add_argument(
+        "--tune-lambda",
+        metavar="VALID",
+        help="use the weight that minimises the interpolated perplexity of VALID",
+    )
 
 
 def _register_generate(subparsers: Any) -> None:

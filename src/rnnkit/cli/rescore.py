@@ -2,7 +2,7 @@
 
 The language model is anything :func:`load_scorer` turns into a
 :data:`~rnnkit.evaluation.interpolation.TokenScorer` (sentences to per-token log10
-probabilities): today an ARPA file; an RNN run directory plugs in through :func:`rnn_scorer`.
+probabilities): an ARPA file (:func:`ngram_scorer`) or a word-level run (:func:`rnn_scorer`).
 ``--ngram ARPA --lambda L`` interpolates MODEL (weight L, Mikolov's convention) with an n-gram
 model word by word.
 """
@@ -31,7 +31,9 @@ def register(subparsers: Any) -> None:
         "(0 if none) plus --lm-weight times the model's log10 probability (</s> included). "
         "Prints the best candidate per id.",
     )
-    p.add_argument("model", metavar="MODEL", help="ARPA file (plain or .gz)")
+    p.add_argument(
+        "model", metavar="MODEL", help="word-level run directory, or ARPA file (plain or .gz)"
+    )
     p.add_argument("nbest", metavar="NBEST", help="n-best list (UTF-8)")
     p.add_argument("--ngram", metavar="ARPA", help="interpolate MODEL with this n-gram model")
     p.add_argument(
@@ -75,11 +77,16 @@ def ngram_scorer(path: str) -> Any:
 
 
 def rnn_scorer(path: Path) -> Any:
-    """A TokenScorer for an RNN run directory: the hook for the RNN side (not wired yet)."""
-    raise ConfigError(
-        f"MODEL {path} is a directory (an RNN run?); rescoring with RNN runs is not available "
-        "yet, give an ARPA file"
-    )
+    """A TokenScorer for a word-level RNN run directory (sentences scored independently)."""
+    from rnnkit import api
+    from rnnkit.evaluation.sentences import token_scorer
+
+    loaded = api.load(path, device="auto")
+    if loaded.vocab.level != "word":
+        raise ConfigError(
+            f"MODEL {path} is a character-level run; rescoring needs a word-level run (--level word)."
+        )
+    return token_scorer(loaded.model, loaded.vocab, device=next(loaded.model.parameters()).device)
 
 
 def load_scorer(path: str) -> Any:

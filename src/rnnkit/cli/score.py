@@ -11,6 +11,8 @@ import json
 import sys
 from typing import Any
 
+from rnnkit.cli.lm import add_interpolation_flags
+
 #: Above this share of OOV words, the text is probably in another vocabulary: warn.
 OOV_WARNING = 0.5
 
@@ -24,7 +26,9 @@ def register(subparsers: Any) -> None:
         "scored as <unk> and counted. Prints one line per sentence, then the totals and the "
         "perplexity including and excluding OOVs.",
     )
-    p.add_argument("run", metavar="RUN", help="run directory of a word-level model")
+    p.add_argument(
+        "run", metavar="MODEL", help="run directory of a word-level model, or an ARPA file"
+    )
     p.add_argument("file", metavar="FILE", help="UTF-8 text, one sentence a line; - for stdin")
     p.add_argument("--per-token", action="store_true", help="also each token's log10 prob")
     p.add_argument(
@@ -35,6 +39,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64, help="sentences per batch (64)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_interpolation_flags(p)
     p.set_defaults(func=cmd_score)
 
 
@@ -57,13 +62,13 @@ def _read_stdin() -> list[str]:
 def cmd_score(args: argparse.Namespace) -> int:
     from rnnkit import api
 
+    mix = dict(ngram=args.ngram, lam=args.lam, tune_lambda=args.tune_lambda)
+    opts = dict(batch_size=args.batch_size, device=args.device, **mix)
     if args.file == "-":
-        result = api.score(
-            args.run, sentences=_read_stdin(), batch_size=args.batch_size, device=args.device
-        )
+        result = api.score(args.run, sentences=_read_stdin(), **opts)
         result.file = "<stdin>"
     else:
-        result = api.score(args.run, args.file, batch_size=args.batch_size, device=args.device)
+        result = api.score(args.run, args.file, **opts)
     out = sys.stdout
     for rec in result.records(per_token=args.per_token):
         if args.format == "jsonl":

@@ -14,7 +14,6 @@ def to_tensor(ids: np.ndarray, device: torch.device | str) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long, device=device)
 
 
-@torch.inference_mode()
 def stream_loss(
     model: LanguageModel,
     ids: np.ndarray,
@@ -23,7 +22,21 @@ def stream_loss(
     device: torch.device | str = "cpu",
     warmup: int = 512,
 ) -> tuple[float, int]:
-    """Total negative log-likelihood (nats) of the stream and the number of predictions.
+    """Total negative log-likelihood (nats) of the stream and the number of predictions."""
+    logp = stream_log_probs(model, ids, batch_size, bptt, device, warmup)
+    return -float(logp.sum()), int(logp.shape[0])
+
+
+@torch.inference_mode()
+def stream_log_probs(
+    model: LanguageModel,
+    ids: np.ndarray,
+    batch_size: int = 16,
+    bptt: int = 256,
+    device: torch.device | str = "cpu",
+    warmup: int = 512,
+) -> np.ndarray:
+    """log P(ids[i] | ids[:i]) in nats for i = 1 .. N - 1: a float64 array in text order.
 
     Every token but the first is predicted once (N - 1 predictions whatever the batch size);
     the stream is cut into ``batch_size`` rows (see :mod:`rnnkit.text.batching`) and the
@@ -33,23 +46,25 @@ def stream_loss(
     """
     was_training = model.training
     model.eval()
+    out = np.zeros(max(len(ids) - 1, 0), dtype=np.float64)
     try:
-        total, count = 0.0, 0
         rows = batchify(ids, batch_size)
-        length = rows.shape[1] - 1  # row b starts at token b * length
+        length = rows.shape[1] - 1  # row b predicts tokens b * length + 1 .. (b + 1) * length
         end = rows.shape[0] * length
         starts = [b * length for b in range(rows.shape[0])] + [end]
-        for part, first in ((rows, starts[:-1]), (tail(ids, batch_size).reshape(1, -1), [end])):
+        parts = (
+            (rows, starts[:-1], out[:end].reshape(rows.shape[0], max(length, 0))),
+            (tail(ids, batch_size).reshape(1, -1), [end], out[end:].reshape(1, -1)),
+        )
+        for part, first, dest in parts:
             if part.shape[1] < 2:
                 continue
             state = _warm_state(model, ids, first, warmup, device)
             for i in range(num_windows(part, bptt)):
                 x, y = window(part, i, bptt)
-                yt = to_tensor(y, device)
-                logp, state = model.log_prob(to_tensor(x, device), yt, state)
-                total -= float(logp.double().sum())
-                count += yt.numel()
-        return total, count
+                logp, state = model.log_prob(to_tensor(x, device), to_tensor(y, device), state)
+                dest[:, i * bptt : i * bptt + y.shape[1]] = logp.double().cpu().numpy()
+        return out
     finally:
         model.train(was_training)
 
