@@ -21,7 +21,7 @@ import torch
 
 from rnnkit import __version__
 from rnnkit.errors import ConfigError, DataError, RunError
-from rnnkit.evaluation.interpolation import check_lambda, interpolate_log10
+from rnnkit.evaluation.interpolation import DEFAULT_LAMBDA, check_lambda, interpolate_log10
 from rnnkit.evaluation.interpolation import tune_lambda as tune_lambda_weight
 from rnnkit.evaluation.sentences import ScoreResult, markers, score_lines, sentence_log_probs
 from rnnkit.evaluation.stream import stream_log_probs
@@ -463,7 +463,7 @@ def evaluate(
         valid, _ = _token_log_probs(loaded, tune_lambda, batch_size, bptt)
         valid_ng = _aligned_ngram_log10(model, tune_lambda, len(valid))
         lam, _ = tune_lambda_weight(valid / math.log(10), valid_ng)
-    lam = check_lambda(0.5 if lam is None else lam)
+    lam = check_lambda(DEFAULT_LAMBDA if lam is None else lam)
     mixed = interpolate_log10(
         logp / math.log(10), _aligned_ngram_log10(model, file, len(logp)), lam
     )
@@ -587,7 +587,7 @@ def score(
             rnn.scores.token_log10,
             _aligned_scores(model, valid_lines, rnn, tune_lambda).token_log10,
         )
-    lam = check_lambda(0.5 if lam is None else lam)
+    lam = check_lambda(DEFAULT_LAMBDA if lam is None else lam)
     ng = _aligned_scores(model, lines, result, name)
     mixed = interpolate_log10(result.scores.token_log10, ng.token_log10, lam)
     result.scores = dataclasses.replace(result.scores, token_log10=mixed)

@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from rnnkit.errors import ConfigError, DataError
-
-#: Mikolov's RNNLM toolkit's default interpolation weight of the RNN.
-DEFAULT_LAMBDA = 0.75
+from rnnkit.evaluation.interpolation import DEFAULT_LAMBDA
 
 
 def register(subparsers: Any) -> None:

@@ -24,6 +24,9 @@ TokenScorer = Callable[[Sequence[str]], list[np.ndarray]]
 
 _LN10 = math.log(10.0)
 
+#: Mikolov's RNNLM toolkit's default interpolation weight of the RNN.
+DEFAULT_LAMBDA = 0.75
+
 
 def check_lambda(lam: float, flag: str = "--lambda") -> float:
     """Return ``lam`` as a float if it is within [0, 1]; else raise :class:`ConfigError`."""
