@@ -77,8 +77,16 @@ def command(name: str, settings: dict[str, Any], minutes: float, out: Path, ptb:
     return shlex.join(flags)
 
 
-def run_one(name: str, minutes: float, ptb: Path, out: Path, quick: bool) -> dict[str, Any]:
-    settings = dict(CONFIGS[name])
+def run_one(
+    name: str,
+    minutes: float,
+    ptb: Path,
+    out: Path,
+    quick: bool,
+    overrides: dict[str, Any] | None = None,
+    kn5: Path | None = None,
+) -> dict[str, Any]:
+    settings = {**CONFIGS[name], **(overrides or {})}
     if quick:
         if settings.get("arch") == "window":
             settings.update(hidden_size=32, embedding_size=16, batch_size=16)
@@ -106,6 +114,16 @@ def run_one(name: str, minutes: float, ptb: Path, out: Path, quick: bool) -> dic
     valid = rnnkit.evaluate(model, ptb / "ptb.valid.txt", batch_size=16)
     test = rnnkit.evaluate(model, ptb / "ptb.test.txt", batch_size=16)
     target = TARGETS[name]
+    mixed = None
+    if kn5 is not None:  # Mikolov's RNN + KN5: lambda tuned on valid, then test
+        mixed = rnnkit.evaluate(
+            model, ptb / "ptb.test.txt", batch_size=16, ngram=kn5, tune_lambda=ptb / "ptb.valid.txt"
+        )
+        assert mixed.interpolation is not None
+        print(
+            f"{name} + KN5: test {mixed.perplexity:.2f} perplexity with lambda "
+            f"{mixed.interpolation['lambda']:.3f} tuned on valid (Mikolov: 105.7)"
+        )
     record = {
         "model": name,
         "valid_perplexity": round(valid.perplexity, 2),
@@ -119,6 +137,14 @@ def run_one(name: str, minutes: float, ptb: Path, out: Path, quick: bool) -> dic
         "steps": result.step,
         "stopped": result.stopped,
         "command": cmd,
+        **(
+            {
+                "test_perplexity_with_kn5": round(mixed.perplexity, 2),
+                "kn5_lambda": mixed.interpolation,
+            }
+            if mixed is not None
+            else {}
+        ),
     }
     print(
         f"{name}: valid {valid.perplexity:.2f} / test {test.perplexity:.2f} perplexity "
@@ -134,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=60.0, help="training budget each (60)")
     parser.add_argument("--out", help="folder for the runs (default: a temporary one)")
     parser.add_argument("--quick", action="store_true", help="seconds: a smoke test")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), help="override the precision")
+    parser.add_argument("--threads", type=int, help="CPU threads for training and evaluation")
+    parser.add_argument(
+        "--kn5", action="store_true", help="also interpolate each model with KN5 (rnnkit.ngram)"
+    )
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     for n in names:
@@ -143,11 +174,26 @@ def main(argv: list[str] | None = None) -> int:
     if not (ptb / "ptb.train.txt").is_file():
         print(f"PTB not found in {ptb} (set RNNKIT_DATA); nothing to measure.")
         return 0 if args.quick else 2
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     machine = print_machine()
     minutes = 0.05 if args.quick else args.minutes
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(args.out) if args.out else Path(tmp)
-        records = [run_one(n, minutes, ptb, base / f"ptb_{n}", args.quick) for n in names]
+        overrides = {"precision": args.precision} if args.precision else {}
+        if args.threads:
+            overrides["threads"] = args.threads
+        kn5 = None
+        if args.kn5:
+            from rnnkit.ngram import train_kneser_ney, write_arpa
+
+            kn5 = base / "kn5.arpa"
+            write_arpa(train_kneser_ney(ptb / "ptb.train.txt", order=5), kn5)
+        records = [
+            run_one(n, minutes, ptb, base / f"ptb_{n}", args.quick, overrides, kn5) for n in names
+        ]
     print("\nmodel     valid ppl  test ppl  target  words/s   wall s")
     for r in records:
         target = r["target_test_perplexity"]
