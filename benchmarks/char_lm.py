@@ -98,29 +98,30 @@ def overhead(hidden: int, batch: int, bptt: int, steps: int, rounds: int) -> dic
     tmp = Path(tempfile.mkdtemp(prefix="rnnkit-bench-"))
     trainer = Trainer(model, train_ids, ids[-2000:], cfg, tmp, torch.device("cpu"), progress=False)
 
-    plain_steps(3)  # warm-up both
-    trainer.fit(max_steps=3)
-    t_plain = t_kit = 0.0
-    n_plain = n_kit = 0
-    for _ in range(rounds):
+    plain_steps(5)  # warm-up both
+    trainer.fit(max_steps=5)
+    ratios, plain_tps, kit_tps = [], [], []
+    for _ in range(rounds):  # interleaved, so both see the same machine
         t0 = time.perf_counter()
-        n_plain += plain_steps(steps)
-        t_plain += time.perf_counter() - t0
+        n = plain_steps(steps)
+        plain_tps.append(n / (time.perf_counter() - t0))
         before = trainer.tokens
         t0 = time.perf_counter()
         trainer.fit(max_steps=trainer.step + steps)  # the whole loop, bar, metrics, checkpoint
-        t_kit += time.perf_counter() - t0
-        n_kit += trainer.tokens - before
-    plain_tps, kit_tps = n_plain / t_plain, n_kit / t_kit
+        kit_tps.append((trainer.tokens - before) / (time.perf_counter() - t0))
+        ratios.append(kit_tps[-1] / plain_tps[-1])
+    ratio = float(np.median(ratios))
     print(
-        f"overhead, Elman 1x{hidden}, batch {batch}, bptt {bptt}, {rounds} x {steps} steps each: "
-        f"plain PyTorch {plain_tps:,.0f} chars/s, rnnkit {kit_tps:,.0f} chars/s, "
-        f"ratio rnnkit/plain {kit_tps / plain_tps:.3f}"
+        f"overhead, Elman 1x{hidden}, batch {batch}, bptt {bptt}, {rounds} interleaved rounds of "
+        f"{steps} steps: plain PyTorch {np.median(plain_tps):,.0f} chars/s, rnnkit "
+        f"{np.median(kit_tps):,.0f} chars/s (medians); ratio rnnkit/plain {ratio:.3f} (median of "
+        f"{', '.join(f'{r:.3f}' for r in ratios)})"
     )
     return {
-        "plain_chars_per_s": plain_tps,
-        "rnnkit_chars_per_s": kit_tps,
-        "ratio": kit_tps / plain_tps,
+        "plain_chars_per_s": float(np.median(plain_tps)),
+        "rnnkit_chars_per_s": float(np.median(kit_tps)),
+        "ratio": ratio,
+        "round_ratios": ratios,
     }
 
 
@@ -168,6 +169,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget per model")
     parser.add_argument("--models", default="elman,lstm", help="comma-separated: elman, lstm")
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--skip-quality", action="store_true")
     args = parser.parse_args()
     machine = print_machine()
     record: dict = {"machine": machine, "quick": args.quick}
@@ -175,9 +177,10 @@ def main() -> None:
         if args.quick:
             record["overhead"] = overhead(hidden=64, batch=8, bptt=16, steps=5, rounds=2)
         else:
-            record["overhead"] = overhead(hidden=512, batch=64, bptt=64, steps=100, rounds=3)
+            record["overhead"] = overhead(hidden=512, batch=64, bptt=64, steps=100, rounds=7)
     minutes = 0.05 if args.quick else args.minutes
-    record["quality"] = [quality(m, minutes, args.quick) for m in args.models.split(",") if m]
+    if not args.skip_quality:
+        record["quality"] = [quality(m, minutes, args.quick) for m in args.models.split(",") if m]
     record["peak_rss_mb"] = peak_rss_mb()
     emit_json("char_lm", record)
 
