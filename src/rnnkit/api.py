@@ -26,7 +26,7 @@ from rnnkit.evaluation.interpolation import tune_lambda as tune_lambda_weight
 from rnnkit.evaluation.sentences import ScoreResult, markers, score_lines, sentence_log_probs
 from rnnkit.evaluation.stream import stream_log_probs
 from rnnkit.generation import check_sampling, sample
-from rnnkit.models import ModelConfig, make_model
+from rnnkit.models import LanguageModel, ModelConfig, make_model
 from rnnkit.text import BUILTIN_CORPORA, Vocab, build_vocab, decode, encode_file, encode_text
 from rnnkit.text.corpus import check_level, iter_lines, resolve_corpus
 from rnnkit.text.sentences import SentenceBatches, Sentences
@@ -302,18 +302,7 @@ def train(
         "stats": {"train_tokens": len(data.train_ids), "valid_tokens": len(data.valid_ids)},
     }
     data.vocab.save(out_path / VOCAB)
-    train_data, valid_data = _trainer_data(data_cfg, train_cfg, data)
-    trainer = Trainer(
-        model,
-        train_data,
-        valid_data,
-        train_cfg,
-        out_path,
-        dev,
-        unit=_unit(data_cfg.level),
-        progress=progress,
-        log=log,
-    )
+    trainer = _make_trainer(model, data, data_cfg, train_cfg, out_path, dev, progress, log)
     save_weights(model, out_path / "model.safetensors", step="0")
     trainer.save_checkpoint()
     write_config(out_path, config)  # last: the folder is a run once everything is in place
@@ -324,6 +313,23 @@ def train(
     )
     log(f"{shape}, {data_cfg.mode} mode, {model.num_parameters():,} parameters, on {dev}")
     return trainer.fit(max_time=max_time, max_steps=max_steps)
+
+
+def _make_trainer(
+    model: LanguageModel,
+    data: _Data,
+    data_cfg: DataConfig,
+    train_cfg: TrainConfig,
+    run: Path,
+    dev: torch.device,
+    progress: bool | None,
+    log: Log,
+) -> Trainer:
+    train_data, valid_data = _trainer_data(data_cfg, train_cfg, data)
+    return Trainer(
+        model, train_data, valid_data, train_cfg, run, dev,
+        unit=_unit(data_cfg.level), progress=progress, log=log,
+    )  # fmt: skip
 
 
 def _unit(level: str) -> str:
@@ -355,18 +361,7 @@ def _resume(
             "(its token count differs), so the run cannot be resumed exactly."
         )
     model = build_model(config, vocab, run)
-    train_data, valid_data = _trainer_data(data_cfg, train_cfg, data)
-    trainer = Trainer(
-        model,
-        train_data,
-        valid_data,
-        train_cfg,
-        run,
-        dev,
-        unit=_unit(data_cfg.level),
-        progress=progress,
-        log=log,
-    )
+    trainer = _make_trainer(model, data, data_cfg, train_cfg, run, dev, progress, log)
     trainer.load_state_dict(load_state(run / STATE))
     if train_kw:
         config["training"] = dataclasses.asdict(train_cfg)

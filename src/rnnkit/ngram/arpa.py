@@ -13,21 +13,21 @@ missing back-offs, n-grams whose prefix is missing). Anything malformed raises
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from rnnkit.errors import DataError
 from rnnkit.ngram.corpus import BOS, EOS, SPECIALS, UNK, no_gc
 from rnnkit.ngram.model import NgramModel
+from rnnkit.utils import atomic_write
 
 #: log10 probability KenLM gives ``<unk>`` when an ARPA file lacks it.
 UNKNOWN_MISSING_LOG10 = -100.0
@@ -89,24 +89,18 @@ def write_arpa(model: NgramModel, path: str | os.PathLike[str]) -> None:
     if any(np.isnan(p).any() for p in model.log10_prob):
         raise ValueError("the model has blank n-grams (read from an ARPA file missing prefixes)")
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            with no_gc():
-                if p.suffix == ".gz":
-                    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:
-                        for chunk in arpa_lines(model):
-                            gz.write(chunk.encode("utf-8"))
-                else:
+
+    def write(raw: IO[bytes]) -> None:
+        with no_gc():
+            if p.suffix == ".gz":
+                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz:
                     for chunk in arpa_lines(model):
-                        raw.write(chunk.encode("utf-8"))
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+                        gz.write(chunk.encode("utf-8"))
+            else:
+                for chunk in arpa_lines(model):
+                    raw.write(chunk.encode("utf-8"))
+
+    atomic_write(p, write)
 
 
 # ------------------------------------------------------------------------------- reading
