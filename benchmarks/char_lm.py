@@ -3,7 +3,8 @@
 1. Overhead: rnnkit's Trainer against a plain PyTorch loop (nn.RNN + Linear + cross-entropy,
    same sizes, same batches, same optimizer and clipping), interleaved in rounds in this one
    process; prints both tokens/s and their ratio (rnnkit must add no overhead: >= 1.0).
-2. Quality: the Elman RNN and an LSTM trained for --minutes each on the first 90% of tiny
+2. Precision: rnnkit's training speed with --precision fp32 and bf16, side by side.
+3. Quality: the Elman RNN and an LSTM trained for --minutes each on the first 90% of tiny
    Shakespeare, validated on the last 10%; prints validation nats/char against the targets
    (Elman <= 1.55, LSTM <= 1.50; nanoGPT's 6-layer transformer: 1.47).
 
@@ -125,6 +126,36 @@ def overhead(hidden: int, batch: int, bptt: int, steps: int, rounds: int) -> dic
     }
 
 
+def precision_speed(cell: str, hidden: int, batch: int, bptt: int, steps: int, rounds: int) -> dict:
+    """Training chars/s with --precision fp32 and bf16, interleaved rounds of rnnkit's loop."""
+    path = corpus_path()
+    vocab = build_vocab(path, "char")
+    ids = encode_file(path, vocab).ids
+    trainers = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = RNNLanguageModel(ModelConfig(vocab_size=len(vocab), cell=cell, hidden_size=hidden))
+        cfg = TrainConfig(batch_size=batch, bptt=bptt, epochs=10_000, precision=precision)
+        tmp = Path(tempfile.mkdtemp(prefix="rnnkit-bench-"))
+        trainers[precision] = Trainer(
+            model, ids[:-2000], ids[-2000:], cfg, tmp, torch.device("cpu"), progress=False
+        )
+        trainers[precision].fit(max_steps=3)  # warm-up
+    speed: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for _ in range(rounds):
+        for precision, trainer in trainers.items():
+            before, t0 = trainer.tokens, time.perf_counter()
+            trainer.fit(max_steps=trainer.step + steps)
+            speed[precision].append((trainer.tokens - before) / (time.perf_counter() - t0))
+    fp32, bf16 = float(np.median(speed["fp32"])), float(np.median(speed["bf16"]))
+    print(
+        f"precision, {cell} 1x{hidden}, batch {batch}, bptt {bptt}: fp32 {fp32:,.0f} chars/s, "
+        f"bf16 {bf16:,.0f} chars/s (medians of {rounds} interleaved rounds), bf16/fp32 "
+        f"{bf16 / fp32:.2f}"
+    )
+    return {"cell": cell, "fp32_chars_per_s": fp32, "bf16_chars_per_s": bf16, "ratio": bf16 / fp32}
+
+
 def quality(name: str, minutes: float, quick: bool) -> dict:
     settings = dict(QUALITY[name])
     if quick:
@@ -170,6 +201,7 @@ def main() -> None:
     parser.add_argument("--models", default="elman,lstm", help="comma-separated: elman, lstm")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-precision", action="store_true")
     args = parser.parse_args()
     machine = print_machine()
     record: dict = {"machine": machine, "quick": args.quick}
@@ -178,6 +210,13 @@ def main() -> None:
             record["overhead"] = overhead(hidden=64, batch=8, bptt=16, steps=5, rounds=2)
         else:
             record["overhead"] = overhead(hidden=512, batch=64, bptt=64, steps=100, rounds=7)
+    if not args.skip_precision:
+        if args.quick:
+            record["precision"] = [precision_speed("rnn", 32, 8, 16, steps=3, rounds=1)]
+        else:
+            record["precision"] = [
+                precision_speed(cell, 512, 64, 64, steps=40, rounds=3) for cell in ("rnn", "lstm")
+            ]
     minutes = 0.05 if args.quick else args.minutes
     if not args.skip_quality:
         record["quality"] = [quality(m, minutes, args.quick) for m in args.models.split(",") if m]
