@@ -18,19 +18,22 @@ def data_dir() -> Path:
     return Path(os.environ.get("RNNKIT_DATA", ROOT.parent / "shared" / "data"))
 
 
-def machine() -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or "unknown"
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

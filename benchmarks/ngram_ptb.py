@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, data_dir, emit_json
+from common import ROOT, cpu_name, data_dir, emit_json
 
 # KenLM lmplz + query on PTB (<unk> renamed to a plain word), </s> counted: BENCHMARKS.md.
 KENLM_FIGURES = {
@@ -45,14 +45,7 @@ ISSUE_GOALS = {"kn5_seconds": 5.0, "kn5_peak_mb": 500.0}
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     try:
         from importlib.metadata import version
 
