@@ -104,6 +104,38 @@ def test_plateau_schedule_and_patience() -> None:
     assert stop is not None and "patience" in stop
 
 
+def test_step_schedule_decays_after_each_epoch() -> None:
+    s = ValidationSchedule("step", lr=1.0, min_improvement=1.0, patience=0, decay_after=2)
+    s.step(5.0, epochs_done=1)
+    s.step(4.0, epochs_done=2)
+    assert s.lr == 1.0
+    s.step(3.9, epochs_done=None)  # a validation inside an epoch changes nothing
+    assert s.lr == 1.0
+    s.step(3.8, epochs_done=3)
+    assert s.lr == 0.5
+    s.step(9.0, epochs_done=4)  # whatever the loss
+    assert s.lr == 0.25
+
+
+def test_step_schedule_in_training(tiny_corpus: Path, tmp_path: Path) -> None:
+    """Zaremba's schedule: the lr recorded after each epoch is lr * decay^(epoch - after)."""
+    settings = {**SMALL, "epochs": 4, "patience": 0}
+    rnnkit.train(
+        tiny_corpus,
+        tmp_path / "r",
+        progress=False,
+        optimizer="sgd",
+        lr=1.0,
+        lr_schedule="step",
+        lr_decay=0.25,
+        decay_after=2,
+        **settings,
+    )
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    lrs = [r["lr"] for r in map(json.loads, lines) if r["kind"] == "valid"]
+    assert lrs == [1.0, 1.0, 0.25, 0.0625]
+
+
 def test_max_time_stops_cleanly(tiny_corpus: Path, tmp_path: Path) -> None:
     result = rnnkit.train(
         tiny_corpus, tmp_path / "r", max_time=0.5, epochs=1000, progress=False, **SMALL

@@ -99,9 +99,12 @@ def _register_train(subparsers: Any) -> None:
     g.add_argument("--lr", type=float, help="learning rate (adam 2e-3, sgd 1.0)")
     g.add_argument(
         "--lr-schedule",
-        choices=("rnnlm", "plateau", "constant"),
-        help="learning-rate schedule on validation (plateau)",
+        choices=("rnnlm", "plateau", "constant", "step"),
+        help="rnnlm: Mikolov's halve-then-stop; plateau: halve when validation stalls; "
+        "step: Zaremba's fixed decay per epoch (plateau)",
     )
+    g.add_argument("--lr-decay", type=float, help="step schedule: LR factor after each epoch (0.5)")
+    g.add_argument("--decay-after", type=int, help="step schedule: epochs at the initial LR (4)")
     g.add_argument(
         "--min-improvement",
         type=float,
@@ -136,6 +139,7 @@ SETTINGS = (
     "lowercase", "arch", "context", "cell", "nonlinearity",
     "hidden_size", "num_layers", "embedding_size", "one_hot", "dropout", "tie_weights",
     "epochs", "batch_size", "bptt", "optimizer", "lr", "lr_schedule", "min_improvement",
+    "lr_decay", "decay_after",
     "clip", "weight_decay", "patience", "validate_every", "log_every", "eval_batch_size", "seed",
     "precision",
 )  # fmt: skip

@@ -10,7 +10,7 @@ from rnnkit.errors import ConfigError, did_you_mean
 from rnnkit.text.tokenize import check_tokenizer
 
 OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("rnnlm", "plateau", "constant")
+SCHEDULES = ("rnnlm", "plateau", "constant", "step")
 MODES = ("stream", "sentence")
 PRECISIONS = ("fp32", "bf16")
 DEFAULT_LR = {"adam": 2e-3, "sgd": 1.0}
@@ -65,7 +65,8 @@ class TrainConfig:
     validation loss improves by a factor below ``min_improvement``, halve at every
     validation after that, stop when it fails to improve by that factor again);
     ``plateau`` halves whenever the improvement is below ``min_improvement``;
-    ``constant`` never changes it. ``patience`` stops after that many validations without a
+    ``constant`` never changes it; ``step`` (Zaremba et al.) keeps it for ``decay_after``
+    epochs and then multiplies it by ``lr_decay`` after every epoch. ``patience`` stops after that many validations without a
     new best (0: never). ``validate_every`` validates every N steps as well as after each
     epoch (0: epochs only).
     """
@@ -76,6 +77,8 @@ class TrainConfig:
     lr: float | None = None  # None: 2e-3 for adam, 1.0 for sgd
     lr_schedule: str = "plateau"
     min_improvement: float = 1.003
+    lr_decay: float = 0.5  # --lr-schedule step: factor applied after each epoch ...
+    decay_after: int = 4  # ... once this many epochs have run at the initial rate
     clip: float = 5.0  # max gradient norm; 0 turns clipping off
     weight_decay: float = 0.0
     epochs: int = 20
@@ -114,6 +117,10 @@ class TrainConfig:
             )
         if self.clip < 0:
             raise ConfigError(f"--clip must not be negative, not {self.clip}.")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ConfigError(f"--lr-decay must be in (0, 1], not {self.lr_decay}.")
+        if self.decay_after < 0:
+            raise ConfigError(f"--decay-after must not be negative, not {self.decay_after}.")
         if self.min_improvement < 1.0:
             raise ConfigError(
                 f"--min-improvement must be at least 1.0, not {self.min_improvement}."

@@ -13,12 +13,25 @@ class ValidationSchedule:
     ``min_improvement`` the rate is halved, and halved again after every later validation;
     the next time the improvement falls below the factor, training stops.
     ``plateau``: halve whenever the improvement is below the factor. ``constant``: never.
+    ``step`` (Zaremba et al.): the rate is fixed for ``decay_after`` epochs, then multiplied
+    by ``lr_decay`` at the end of every later epoch, whatever the validation loss.
     ``patience`` > 0 stops after that many validations without a new best loss.
     """
 
-    def __init__(self, kind: str, lr: float, min_improvement: float, patience: int) -> None:
+    def __init__(
+        self,
+        kind: str,
+        lr: float,
+        min_improvement: float,
+        patience: int,
+        lr_decay: float = 0.5,
+        decay_after: int = 4,
+    ) -> None:
         self.kind = kind
         self.lr = lr
+        self.initial_lr = lr
+        self.lr_decay = lr_decay
+        self.decay_after = decay_after
         self.min_improvement = min_improvement
         self.patience = patience
         self.prev_loss = math.inf
@@ -26,8 +39,12 @@ class ValidationSchedule:
         self.halving = False
         self.bad = 0
 
-    def step(self, loss: float) -> tuple[bool, str | None]:
-        """Record a validation loss; return (is_new_best, reason_to_stop or None)."""
+    def step(self, loss: float, epochs_done: int | None = None) -> tuple[bool, str | None]:
+        """Record a validation loss; return (is_new_best, reason_to_stop or None).
+
+        ``epochs_done`` is the number of finished epochs when the validation ends an epoch
+        (None for a validation in the middle of one); only ``step`` reads it.
+        """
         improved = loss * self.min_improvement < self.prev_loss
         is_best = loss < self.best_loss
         stop: str | None = None
@@ -40,6 +57,8 @@ class ValidationSchedule:
                 self.lr /= 2
         elif self.kind == "plateau" and not improved and math.isfinite(self.prev_loss):
             self.lr /= 2
+        elif self.kind == "step" and epochs_done is not None:
+            self.lr = self.initial_lr * self.lr_decay ** max(0, epochs_done - self.decay_after)
         self.bad = 0 if is_best else self.bad + 1
         if stop is None and self.patience and self.bad >= self.patience:
             stop = f"no new best validation loss in {self.patience} validations (patience)"

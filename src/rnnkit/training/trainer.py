@@ -162,7 +162,12 @@ class Trainer:
                 model.parameters(), lr=lr, weight_decay=config.weight_decay
             )
         self.schedule = ValidationSchedule(
-            config.lr_schedule, lr, config.min_improvement, config.patience
+            config.lr_schedule,
+            lr,
+            config.min_improvement,
+            config.patience,
+            lr_decay=config.lr_decay,
+            decay_after=config.decay_after,
         )
         self.metrics = MetricsLog(self.run / METRICS)
         # The position in the data and the carried state: all saved in state.pt.
@@ -345,7 +350,8 @@ class Trainer:
     def _validate_and_save(self, bar: Any, start: float) -> str:
         loss = self.validate()
         self.last_valid = loss
-        is_best, stop = self.schedule.step(loss)
+        # The epoch counter has already moved on when a validation ends an epoch.
+        is_best, stop = self.schedule.step(loss, self.epoch if self.window == 0 else None)
         for group in self.optimizer.param_groups:
             group["lr"] = self.schedule.lr
         record = {
