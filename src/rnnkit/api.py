@@ -27,6 +27,7 @@ from rnnkit.evaluation.sentences import ScoreResult, markers, score_lines, sente
 from rnnkit.evaluation.stream import stream_log_probs
 from rnnkit.generation import check_sampling, sample
 from rnnkit.models import LanguageModel, ModelConfig, make_model
+from rnnkit.models.output import default_classes, frequency_classes
 from rnnkit.text import BUILTIN_CORPORA, Vocab, build_vocab, decode, encode_file, encode_text
 from rnnkit.text.corpus import check_level, iter_lines, resolve_corpus
 from rnnkit.text.sentences import SentenceBatches, Sentences
@@ -286,6 +287,12 @@ def train(
     _check_out(out_path, overwrite)
     t0 = time.perf_counter()
     data = _prepare_data(data_cfg, None)  # bad input fails here, before anything is written
+    if model_kw.get("output") == "class":  # Mikolov's classes from the training counts
+        V = len(data.vocab)
+        counts = np.bincount(data.train_ids, minlength=V)
+        model_kw["class_bounds"] = frequency_classes(
+            counts, model_kw.get("classes") or default_classes(V)
+        )
     model_cfg = ModelConfig(vocab_size=len(data.vocab), **model_kw)
     log(
         f"{data_cfg.level} vocabulary {len(data.vocab):,}, train {len(data.train_ids):,} "

@@ -91,6 +91,18 @@ def _register_train(subparsers: Any) -> None:
         const=True,
         help="share the embedding and output weights",
     )
+    g.add_argument(
+        "--output",
+        choices=("full", "class", "adaptive"),
+        help="output layer, all exact: full softmax; class: Mikolov's frequency classes, "
+        "~50x less work at 10k words; adaptive: Grave et al.'s adaptive softmax (full)",
+    )
+    g.add_argument("--classes", type=int, help="--output class: number of classes (sqrt(V))")
+    g.add_argument(
+        "--cutoffs",
+        type=_int_list,
+        help="--output adaptive: ids where tail clusters start, e.g. 1000,5000 (V/10, V/2)",
+    )
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, help="passes over the training text (20)")
     g.add_argument("--batch-size", type=int, help="parallel columns of the text stream (32)")
@@ -138,11 +150,21 @@ SETTINGS = (
     "valid", "valid_fraction", "level", "vocab_size", "min_count", "mode", "tokenizer",
     "lowercase", "arch", "context", "cell", "nonlinearity",
     "hidden_size", "num_layers", "embedding_size", "one_hot", "dropout", "tie_weights",
+    "output", "classes", "cutoffs",
     "epochs", "batch_size", "bptt", "optimizer", "lr", "lr_schedule", "min_improvement",
     "lr_decay", "decay_after",
     "clip", "weight_decay", "patience", "validate_every", "log_every", "eval_batch_size", "seed",
     "precision",
 )  # fmt: skip
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated whole numbers, not {text!r}"
+        ) from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnkit.models.config import ModelConfig
-from rnnkit.models.output import FullSoftmax
+from rnnkit.models.output import OutputLayer
 
 State = Tensor | tuple[Tensor, Tensor]
 
@@ -24,7 +24,7 @@ class LanguageModel(nn.Module):
     """Shared methods; subclasses define ``features`` and ``init_state``."""
 
     config: ModelConfig
-    head: FullSoftmax
+    head: OutputLayer
 
     def features(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """The features h_t (B, T, H) the output layer reads, and the final state."""

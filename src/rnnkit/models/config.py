@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,7 @@ from rnnkit.errors import ConfigError, did_you_mean
 ARCHS = ("rnn", "window")
 CELLS = ("rnn", "gru", "lstm")
 NONLINEARITIES = ("tanh", "relu")
+OUTPUTS = ("full", "class", "adaptive")
 
 
 @dataclass
@@ -23,7 +25,10 @@ class ModelConfig:
     (an n-gram model of order n = context + 1) through one tanh layer of ``hidden_size``.
     ``embedding_size`` None means equal to ``hidden_size``. ``one_hot`` feeds the one-hot
     vector of each token to the first layer (input size = vocabulary size) instead of an
-    embedding, as the seeds write it.
+    embedding, as the seeds write it. ``output`` picks the output layer (see
+    :mod:`rnnkit.models.output`): ``full`` softmax, ``class`` (``classes`` classes, 0 for
+    sqrt(V); ``class_bounds`` is filled in from the training counts) or ``adaptive``
+    (``cutoffs``, None for the default).
     """
 
     vocab_size: int
@@ -37,6 +42,10 @@ class ModelConfig:
     one_hot: bool = False
     dropout: float = 0.0
     tie_weights: bool = False
+    output: str = "full"
+    classes: int = 0
+    class_bounds: list[int] | None = None
+    cutoffs: list[int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -91,6 +100,47 @@ class ModelConfig:
                     f"--tie-weights needs --embedding-size equal to --hidden-size "
                     f"({self.input_size} != {self.hidden_size})."
                 )
+
+        self._validate_output()
+
+    def _validate_output(self) -> None:
+        if self.output not in OUTPUTS:
+            raise ConfigError(
+                f"--output must be full, class or adaptive, not {self.output!r}"
+                f"{did_you_mean(self.output, OUTPUTS)}."
+            )
+        if self.classes < 0 or self.classes > self.vocab_size:
+            raise ConfigError(
+                f"--classes must be between 1 and the vocabulary size {self.vocab_size}, "
+                f"not {self.classes}."
+            )
+        if self.classes and self.output != "class":
+            raise ConfigError("--classes applies only to --output class.")
+        if self.cutoffs is not None and self.output != "adaptive":
+            raise ConfigError("--cutoffs applies only to --output adaptive.")
+        bounds = self.class_bounds
+        if bounds is not None and (
+            bounds[0] != 0
+            or bounds[-1] != self.vocab_size
+            or any(a >= b for a, b in itertools.pairwise(bounds))
+        ):
+            raise ConfigError("class_bounds must rise strictly from 0 to the vocabulary size.")
+        cuts = self.cutoffs
+        if cuts is not None and (
+            not cuts
+            or any(a >= b for a, b in itertools.pairwise(cuts))
+            or cuts[0] < 1
+            or cuts[-1] >= self.vocab_size
+        ):
+            raise ConfigError(
+                f"--cutoffs must rise strictly, each between 1 and the vocabulary size "
+                f"{self.vocab_size} - 1, not {cuts}."
+            )
+        if self.output == "adaptive":
+            if self.vocab_size < 3 and cuts is None:
+                raise ConfigError("--output adaptive needs a vocabulary of at least 3 tokens.")
+            if self.tie_weights:
+                raise ConfigError("--tie-weights works with --output full or class, not adaptive.")
 
     def _validate_window(self) -> None:
         if self.context < 1:

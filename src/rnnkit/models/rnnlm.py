@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from rnnkit.models.base import LanguageModel, State
 from rnnkit.models.config import ModelConfig
-from rnnkit.models.output import FullSoftmax, make_head
+from rnnkit.models.output import OutputLayer, make_head
 
 
 def detach_state(state: State | None) -> State | None:
@@ -96,25 +96,24 @@ class RNNLanguageModel(LanguageModel):
         else:
             self.rnn = nn.LSTM(**kwargs)
         self.drop: nn.Module = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        self.head: FullSoftmax = make_head("full", H, V)
+        self.head: OutputLayer = make_head(config, H)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         # nn.RNN's own init (uniform +-1/sqrt(H)) for the core; a small uniform init for the
         # embedding and the output layer, as in pytorch/examples' word_language_model.
         self.rnn.reset_parameters()
-        linear = self.head.linear
+        self.head.reset_parameters()
         if self.embedding is not None:
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-        nn.init.uniform_(linear.weight, -0.1, 0.1)
-        nn.init.zeros_(linear.bias)
-        if self.config.tie_weights and self.embedding is not None:
-            linear.weight = self.embedding.weight
+        words = self.head.word_layer()
+        if self.config.tie_weights and self.embedding is not None and words is not None:
+            words.weight = self.embedding.weight
 
     def inputs(self, tokens: Tensor) -> Tensor:
         """x_t for each token: (B, T) ids -> (B, T, E)."""
         if self.embedding is None:
-            return F.one_hot(tokens, self.config.vocab_size).to(self.head.linear.weight.dtype)
+            return F.one_hot(tokens, self.config.vocab_size).to(next(self.rnn.parameters()).dtype)
         return self.embedding(tokens)
 
     def features(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
@@ -126,7 +125,7 @@ class RNNLanguageModel(LanguageModel):
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         """a_0 = 0 for a batch (and c_0 = 0 for an LSTM)."""
         shape = (self.config.num_layers, batch_size, self.config.hidden_size)
-        w = self.head.linear.weight
+        w = next(self.rnn.parameters())
         zeros = torch.zeros(shape, dtype=w.dtype, device=device or w.device)
         if self.config.cell == "lstm":
             return (zeros, zeros.clone())

@@ -45,16 +45,16 @@ class WindowLanguageModel(LanguageModel):
         self.embedding = nn.Embedding(V, E)
         self.hidden = nn.Linear(config.context * E, H)
         self.drop: nn.Module = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
-        self.head = make_head("full", H, V)
+        self.head = make_head(config, H)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         self.hidden.reset_parameters()
-        nn.init.uniform_(self.head.linear.weight, -0.1, 0.1)
-        nn.init.zeros_(self.head.linear.bias)
-        if self.config.tie_weights:
-            self.head.linear.weight = self.embedding.weight
+        self.head.reset_parameters()
+        words = self.head.word_layer()
+        if self.config.tie_weights and words is not None:
+            words.weight = self.embedding.weight
 
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         """Zero embeddings for the n - 2 positions before the text: (n - 2, B, m)."""

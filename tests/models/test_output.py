@@ -1,0 +1,162 @@
+"""The output layers: exact normalised probabilities, gradients, and the class binning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.errors import ConfigError
+from rnnkit.models import ModelConfig, make_model
+from rnnkit.models.output import (
+    AdaptiveSoftmax,
+    ClassSoftmax,
+    FullSoftmax,
+    OutputLayer,
+    frequency_classes,
+)
+
+V, H = 300, 12
+
+
+def zipf_counts(n: int = V) -> np.ndarray:
+    return (10_000 / np.arange(1, n + 1)).astype(np.int64)
+
+
+def heads() -> list[OutputLayer]:
+    torch.manual_seed(0)
+    out: list[OutputLayer] = [
+        FullSoftmax(H, V),
+        ClassSoftmax(H, V, frequency_classes(zipf_counts(), 17)),
+        AdaptiveSoftmax(H, V, [20, 100]),
+    ]
+    for head in out:
+        head.reset_parameters()
+        for p in head.parameters():  # larger weights than the init, so the test has teeth
+            p.data.normal_(0, 1.0)
+    return [h.double() for h in out]
+
+
+@pytest.mark.parametrize("head", heads(), ids=lambda h: type(h).__name__)
+def test_every_position_sums_to_one_over_the_whole_vocabulary(head: OutputLayer) -> None:
+    h = torch.randn(4, 6, H, dtype=torch.float64)
+    logp = head.log_probs(h)
+    assert logp.shape == (4, 6, V)
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(4, 6, dtype=torch.float64))
+    # the sampler reads logits(): their softmax must be the same distribution
+    torch.testing.assert_close(head.logits(h).log_softmax(-1), logp)
+
+
+@pytest.mark.parametrize("head", heads(), ids=lambda h: type(h).__name__)
+def test_log_prob_and_loss_agree_with_log_probs(head: OutputLayer) -> None:
+    h = torch.randn(3, 7, H, dtype=torch.float64)
+    t = torch.randint(0, V, (3, 7))
+    full = head.log_probs(h).gather(-1, t.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(head.log_prob(h, t), full)
+    t_pad = t.clone()
+    t_pad[:, -2:] = -100  # padding is skipped by the loss
+    torch.testing.assert_close(head.loss(h, t_pad), -full[:, :-2].mean())
+
+
+@pytest.mark.parametrize("head", heads()[1:], ids=lambda h: type(h).__name__)
+def test_loss_gradients_equal_those_of_the_full_distribution(head: OutputLayer) -> None:
+    """The fast training path (one class per token) has the gradient of the exact loss."""
+    h = torch.randn(40, H, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, V, (40,))
+    fast = torch.autograd.grad(head.loss(h, t), [h, *head.parameters()])
+    slow_loss = -head.log_probs(h).gather(1, t.unsqueeze(1)).mean()
+    slow = torch.autograd.grad(slow_loss, [h, *head.parameters()])
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_class_layer_gradcheck_against_finite_differences() -> None:
+    head = heads()[1]
+    assert isinstance(head, ClassSoftmax)
+    h = torch.randn(9, H, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, V, (9,))
+    assert torch.autograd.gradcheck(lambda x: head.log_prob(x, t), (h,))
+
+
+def test_class_layer_under_bf16_autocast_is_close_to_fp32() -> None:
+    torch.manual_seed(1)
+    head = ClassSoftmax(H, V, frequency_classes(zipf_counts(), 17))
+    head.reset_parameters()
+    h = torch.randn(64, H)
+    t = torch.randint(0, V, (64,))
+    exact = head.loss(h, t)
+    with torch.autocast("cpu", torch.bfloat16):
+        approx = head.loss(h, t)
+    assert approx.dtype == torch.float32
+    assert abs(approx.item() - exact.item()) < 0.02 * exact.item()
+
+
+def test_frequency_classes_follow_mikolov() -> None:
+    counts = zipf_counts(1000)
+    bounds = frequency_classes(counts, 30)
+    sizes = np.diff(bounds)
+    assert bounds[0] == 0 and bounds[-1] == 1000 and len(bounds) == 31
+    assert (sizes > 0).all()
+    assert sizes[0] <= 3 and sizes[-1] > 50  # frequent words in small classes, rare in big
+    share = np.sqrt(counts) / np.sqrt(counts).sum()
+    per_class = np.add.reduceat(share, bounds[:-1])
+    assert per_class.max() < 3 / 30  # each class holds about 1/C of the sqrt mass
+    tiny = frequency_classes(np.ones(5), 10)  # never more classes than words
+    assert tiny[0] == 0 and tiny[-1] == 5 and (np.diff(tiny) > 0).all()
+
+
+@pytest.mark.parametrize("output", ["class", "adaptive"])
+def test_train_eval_score_generate_with_each_output(output: str, tmp_path: Path) -> None:
+    text = "\n".join(" ".join(f"w{(i * 7 + j * 3) % 40}" for j in range(12)) for i in range(200))
+    corpus = tmp_path / "words.txt"
+    corpus.write_text(text + "\n", encoding="utf-8")
+    extra = {"classes": 6} if output == "class" else {"cutoffs": [8, 20]}
+    rnnkit.train(
+        corpus,
+        tmp_path / "run",
+        level="word",
+        output=output,
+        hidden_size=16,
+        batch_size=4,
+        bptt=10,
+        epochs=2,
+        lr=0.01,
+        progress=False,
+        **extra,
+    )
+    model = rnnkit.load(tmp_path / "run")
+    cfg = model.model.config
+    assert cfg.output == output
+    if output == "class":
+        assert cfg.class_bounds is not None and len(cfg.class_bounds) == 7
+    result = rnnkit.evaluate(model, corpus)
+    scores = rnnkit.score(model, corpus)
+    assert result.perplexity < 41  # learnt something: better than uniform over 41 tokens
+    assert scores.num_sentences == 200 and np.isfinite(scores.scores.token_log10).all()
+    assert len(rnnkit.generate(model, max_new_tokens=5, num_samples=2, seed=1)) == 2
+
+
+def test_tied_class_layer_shares_the_embedding() -> None:
+    cfg = ModelConfig(vocab_size=50, hidden_size=8, output="class", classes=5, tie_weights=True)
+    model = make_model(cfg)
+    assert isinstance(model.head, ClassSoftmax)
+    assert model.head.words.weight is model.embedding.weight  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(output="softmax"), "--output must be full, class or adaptive"),
+        (dict(output="class", classes=80), "--classes must be between 1 and"),
+        (dict(classes=5), "--classes applies only to --output class"),
+        (dict(output="adaptive", cutoffs=[30, 10]), "--cutoffs must rise strictly"),
+        (dict(output="adaptive", cutoffs=[10, 50]), "--cutoffs must rise strictly"),
+        (dict(output="adaptive", tie_weights=True), "not adaptive"),
+    ],
+)
+def test_bad_output_settings(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig(vocab_size=50, hidden_size=8, **kwargs)
