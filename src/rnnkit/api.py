@@ -240,6 +240,7 @@ def train(
     threads: int | None = None,
     progress: bool | None = None,
     log: Log | None = None,
+    on_validation: Callable[[dict[str, Any], LanguageModel], None] | None = None,
     **settings: Any,
 ) -> TrainResult:
     """Train a language model into run directory ``out``, or continue the run ``resume``.
@@ -252,7 +253,8 @@ def train(
     ``clip``, ``epochs``, ``seed``, ...), named as the CLI's flags. ``max_time`` (seconds)
     and ``max_steps`` bound this call only; a resumed run may be given them again.
     ``threads`` sets torch's CPU threads (on a machine shared with other busy processes,
-    fewer threads than cores is often much faster).
+    fewer threads than cores is often much faster). ``on_validation(record, model)`` is
+    called after each validation (its time is not counted against ``max_time``).
     """
     log = log or (lambda msg: None)
     if max_time is not None and max_time <= 0:
@@ -272,8 +274,9 @@ def train(
         if out is not None and Path(out).resolve() != Path(resume).resolve():
             raise ConfigError("--out and --resume name different runs; give only --resume RUN.")
         return _resume(
-            Path(resume), model_kw, data_kw, train_kw, dev, max_time, max_steps, progress, log
-        )
+            Path(resume), model_kw, data_kw, train_kw, dev, max_time, max_steps, progress, log,
+            on_validation,
+        )  # fmt: skip
     if out is None:
         raise ConfigError("--out RUN is required: the folder where the run is saved.")
     data_kw.setdefault("corpus", "shakespeare")
@@ -319,7 +322,7 @@ def train(
         else f"{model_cfg.cell} {model_cfg.num_layers}x{model_cfg.hidden_size}"
     )
     log(f"{shape}, {data_cfg.mode} mode, {model.num_parameters():,} parameters, on {dev}")
-    return trainer.fit(max_time=max_time, max_steps=max_steps)
+    return trainer.fit(max_time=max_time, max_steps=max_steps, on_validation=on_validation)
 
 
 def _make_trainer(
@@ -353,6 +356,7 @@ def _resume(
     max_steps: int | None,
     progress: bool | None,
     log: Log,
+    on_validation: Callable[[dict[str, Any], LanguageModel], None] | None = None,
 ) -> TrainResult:
     config = read_config(run)
     if "corpus" in data_kw and data_kw["corpus"] not in BUILTIN_CORPORA:
@@ -374,7 +378,7 @@ def _resume(
         config["training"] = dataclasses.asdict(train_cfg)
         write_config(run, config)
     log(f"resuming {str(run)!r} at step {trainer.step} (epoch {trainer.epoch})")
-    return trainer.fit(max_time=max_time, max_steps=max_steps)
+    return trainer.fit(max_time=max_time, max_steps=max_steps, on_validation=on_validation)
 
 
 # -- evaluate ---------------------------------------------------------------------------

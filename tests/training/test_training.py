@@ -136,6 +136,28 @@ def test_step_schedule_in_training(tiny_corpus: Path, tmp_path: Path) -> None:
     assert lrs == [1.0, 1.0, 0.25, 0.0625]
 
 
+def test_on_validation_hook_sees_each_validation_and_is_off_the_clock(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    import time
+
+    seen: list[tuple[int, float]] = []
+
+    def hook(record: dict, model: torch.nn.Module) -> None:
+        seen.append((record["step"], record["valid_loss"]))
+        time.sleep(0.3)  # slow scoring in a benchmark must not eat the training budget
+
+    t0 = time.perf_counter()
+    result = rnnkit.train(
+        tiny_corpus, tmp_path / "r", progress=False, on_validation=hook, epochs=3, **SMALL
+    )
+    wall = time.perf_counter() - t0
+    valid = [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if r["kind"] == "valid"]
+    assert [s for s, _ in seen] == [r["step"] for r in valid] and len(seen) == 3
+    assert wall - result.elapsed >= 0.85  # the three 0.3 s pauses are off the clock
+    assert valid[-1]["time"] <= result.elapsed
+
+
 def test_max_time_stops_cleanly(tiny_corpus: Path, tmp_path: Path) -> None:
     result = rnnkit.train(
         tiny_corpus, tmp_path / "r", max_time=0.5, epochs=1000, progress=False, **SMALL
