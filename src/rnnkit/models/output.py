@@ -181,16 +181,28 @@ class _WithinClass(torch.autograd.Function):
         hs, order, w = ctx.saved_tensors
         g = grad_out[order].to(ctx.acc)
         grad_hs: list[Tensor] = []
-        grad_w = torch.zeros(w.shape, dtype=ctx.acc, device=w.device)
-        grad_b = torch.zeros(w.shape[0], dtype=ctx.acc, device=w.device)
+        # Every row of a class present in the batch is written below; only the rows of
+        # absent classes need zeros (a fresh (V, H) zero fill each step costs more).
+        grad_w = torch.empty(w.shape, dtype=ctx.acc, device=w.device)
+        grad_b = torch.empty(w.shape[0], dtype=ctx.acc, device=w.device)
+        done = 0
         for start, end, lo, hi, logp, local in ctx.blocks:
+            if lo > done:
+                grad_w[done:lo] = 0
+                grad_b[done:lo] = 0
             # d log softmax(z)[t] / dz = onehot(t) - softmax(z), times the incoming gradient
             gz = logp.exp().mul_(-g[start:end].unsqueeze(1))
             gz.scatter_add_(1, local, g[start:end].unsqueeze(1))
             gz_c = gz.to(ctx.dtype)
             grad_hs.append(gz_c @ w[lo:hi])
-            grad_w[lo:hi] = gz_c.t() @ hs[start:end]
-            grad_b[lo:hi] = gz.sum(0)
+            if gz_c.dtype == ctx.acc:  # straight into the gradient's rows, no temporary
+                torch.mm(gz_c.t(), hs[start:end], out=grad_w[lo:hi])
+            else:
+                grad_w[lo:hi] = gz_c.t() @ hs[start:end]
+            torch.sum(gz, 0, out=grad_b[lo:hi])
+            done = hi
+        grad_w[done:] = 0
+        grad_b[done:] = 0
         grad_h = torch.empty(hs.shape, dtype=ctx.acc, device=hs.device)
         grad_h[order] = torch.cat(grad_hs).to(ctx.acc)
         return grad_h, grad_w, grad_b, None, None, None
