@@ -105,15 +105,15 @@ def test_plateau_schedule_and_patience() -> None:
 
 
 def test_step_schedule_decays_after_each_epoch() -> None:
+    # Zaremba et al.'s code: epoch i (from 0) runs at lr * decay ** max(i + 1 - decay_after, 0)
     s = ValidationSchedule("step", lr=1.0, min_improvement=1.0, patience=0, decay_after=2)
     s.step(5.0, epochs_done=1)
-    s.step(4.0, epochs_done=2)
-    assert s.lr == 1.0
+    assert s.lr == 1.0  # the 2nd epoch still at the initial rate
     s.step(3.9, epochs_done=None)  # a validation inside an epoch changes nothing
     assert s.lr == 1.0
-    s.step(3.8, epochs_done=3)
-    assert s.lr == 0.5
-    s.step(9.0, epochs_done=4)  # whatever the loss
+    s.step(4.0, epochs_done=2)
+    assert s.lr == 0.5  # the 3rd epoch decayed once
+    s.step(9.0, epochs_done=3)  # whatever the loss
     assert s.lr == 0.25
 
 
@@ -133,7 +133,7 @@ def test_step_schedule_in_training(tiny_corpus: Path, tmp_path: Path) -> None:
     )
     lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
     lrs = [r["lr"] for r in map(json.loads, lines) if r["kind"] == "valid"]
-    assert lrs == [1.0, 1.0, 0.25, 0.0625]
+    assert lrs == [1.0, 0.25, 0.0625, 0.015625]  # the rate each next epoch runs at
 
 
 def test_on_validation_hook_sees_each_validation_and_is_off_the_clock(

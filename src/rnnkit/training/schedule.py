@@ -58,7 +58,8 @@ class ValidationSchedule:
         elif self.kind == "plateau" and not improved and math.isfinite(self.prev_loss):
             self.lr /= 2
         elif self.kind == "step" and epochs_done is not None:
-            self.lr = self.initial_lr * self.lr_decay ** max(0, epochs_done - self.decay_after)
+            # epochs 1..decay_after at the initial rate, then one more factor per epoch
+            self.lr = self.initial_lr * self.lr_decay ** max(0, epochs_done + 1 - self.decay_after)
         self.bad = 0 if is_best else self.bad + 1
         if stop is None and self.patience and self.bad >= self.patience:
             stop = f"no new best validation loss in {self.patience} validations (patience)"
