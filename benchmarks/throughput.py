@@ -7,24 +7,25 @@ For the Elman RNN at hidden 100, 200 and 650 and the LSTM 2x650 (no dropout), on
   Adam, clip 0.25) and (b) rnnkit's real training step (Trainer.train_step: the batch view,
   autocast, the loss, backward, clipping, the Adam step) with each output layer (full, class,
   adaptive), fp32 and bf16, at --batch-size (64) and at the plain batch 20; timed in chunks of
-  about --seconds in --rounds interleaved rounds, plain first in one round and last in the
-  next (the machine's noise hits both); medians, and the ratio to (a) as the median of each
+  about --seconds, in --rounds rounds that interleave plain and rnnkit, the order rotated each
+  round (the machine's noise hits both); medians, and the ratio to (a) as the median of each
   round's ratio;
 - evaluation tokens/s over ptb.valid.txt (rnnkit's stream evaluation, as ``rnnkit eval``:
-  batch 16, bptt 256; plain: batch 10, bptt 35); scoring tokens/s (``rnnkit.score`` of
-  ptb.test.txt sentences, shown against plain's stream evaluation); single-stream generation
-  tokens/s (``rnnkit.generate``, one sample, untrained weights: the speed does not depend on
-  them);
+  batch 16, bptt 256; plain: batch 10, bptt 35); scoring tokens/s (``rnnkit.score`` of the
+  first 1,000 ptb.test.txt sentences, against plain's stream evaluation); single-stream
+  generation tokens/s (``rnnkit.generate``, one sample; untrained weights: the speed does not
+  depend on them); all fp32;
 - GFLOP/s achieved (multiply-adds per token of the input projection, the recurrence and the
   output layer, x2, x3 for training; the class and adaptive layers' costs weighted by the
-  PTB training frequencies of their classes / clusters) next to the machine's GEMM peak
-  (torch.matmul, fp32 and bf16, measured at the start of this run with the same threads);
+  PTB training frequencies of their classes / clusters; predicted tokens only) next to the
+  machine's GEMM peak (torch.matmul, fp32 and bf16, measured at the start of this run with
+  the same threads);
 - peak memory: peak RSS of training subprocesses (``rnnkit train --max-steps`` on PTB with
   each output layer, ``plain.py --steps``), and with --memory-100m of ``rnnkit train`` on a
   synthetic 100M-token corpus (Zipf words from a 10k vocabulary, ~20 words a line) against
   the same on 1M tokens: the bytes per token beyond a small corpus (the ids alone: 4).
 
-    python benchmarks/throughput.py                        # everything (about 20 minutes)
+    python benchmarks/throughput.py                        # everything (~30 min, 2 cores)
     python benchmarks/throughput.py --models elman200 --threads 1
     python benchmarks/throughput.py --memory-100m          # adds the 100M-token corpus
     python benchmarks/throughput.py --quick                # seconds: hidden 100, tiny counts
@@ -186,8 +187,10 @@ class Data:
         counts = np.bincount(self.train, minlength=self.V)
         self.freq = counts / counts.sum()
         self.bounds = frequency_classes(counts, default_classes(self.V))
+        # scoring: the first 1,000 test sentences (~22k tokens; --quick: valid cut too)
+        self.test_lines = self.test_lines[: 300 if quick else 1000]
         if quick:
-            self.valid, self.test_lines = self.valid[:20_000], self.test_lines[:300]
+            self.valid = self.valid[:20_000]
         self.train_t = torch.from_numpy(self.train.astype(np.int64))
         self.valid_t = torch.from_numpy(self.valid.astype(np.int64))
 
@@ -216,39 +219,11 @@ def training(
     plain_all: list[float] = []
     rows: list[dict] = []
     batches = sorted({PLAIN_BATCH, args.batch_size})
-    tmp = Path(tempfile.mkdtemp(prefix="rnnkit-throughput-"))
-    for output in args.outputs:
-        for precision in args.precisions:
-            fns: dict[str, Callable[[], float]] = {"plain": plain_chunk}
-            macs = 0.0
-            for b in batches:
-                model = kit_model(data, cell, hidden, layers, output)
-                macs = forward_macs(model, data.freq)
-                cfg = TrainConfig(
-                    batch_size=b, bptt=BPTT, optimizer="adam", lr=LR, clip=CLIP,
-                    precision=precision, epochs=10**6,
-                )  # fmt: skip
-                tr = Trainer(
-                    model, data.train, data.valid, cfg, tmp / f"{output}-{precision}-{b}",
-                    torch.device("cpu"), progress=False,
-                )  # fmt: skip
-                n = calibrate(lambda tr=tr: kit_step(tr), args.seconds, args.warmup)
-                fns[str(b)] = lambda tr=tr, n=n: timed_chunk(
-                    lambda: kit_step(tr), n, lambda: tr.tokens
-                )
-            got = interleave(fns, args.rounds)
-            plain_all += got["plain"]
-            for b in batches:
-                tps = median(got[str(b)])
-                rows.append(
-                    {
-                        "impl": "rnnkit", "output": output, "precision": precision, "batch": b,
-                        "tokens_per_s": tps, "x_plain": round_ratios(got[str(b)], got["plain"]),
-                        "gflops": gflops(tps, macs, 3), "peak_gflops": peaks[precision],
-                        "rounds": got[str(b)],
-                    }
-                )  # fmt: skip
-            print_rows(rows[-len(batches) :], hidden, cell, layers)
+    with tempfile.TemporaryDirectory(prefix="rnnkit-throughput-") as tmp:
+        for output in args.outputs:
+            for precision in args.precisions:
+                rows += train_group(data, cell, hidden, layers, output, precision, args, peaks,
+                                    batches, plain_chunk, plain_all, Path(tmp))  # fmt: skip
     tps = median(plain_all)
     rows.insert(
         0,
@@ -258,6 +233,53 @@ def training(
             "peak_gflops": peaks["fp32"], "rounds": plain_all,
         },
     )  # fmt: skip
+    return rows
+
+
+def train_group(
+    data: Data,
+    cell: str,
+    hidden: int,
+    layers: int,
+    output: str,
+    precision: str,
+    args: argparse.Namespace,
+    peaks: dict,
+    batches: list[int],
+    plain_chunk: Callable[[], float],
+    plain_all: list[float],
+    tmp: Path,
+) -> list[dict]:
+    """rnnkit at each batch size, in rounds interleaved with plain (its results join plain_all)."""
+    fns: dict[str, Callable[[], float]] = {"plain": plain_chunk}
+    macs = 0.0
+    for b in batches:
+        model = kit_model(data, cell, hidden, layers, output)
+        macs = forward_macs(model, data.freq)
+        cfg = TrainConfig(
+            batch_size=b, bptt=BPTT, optimizer="adam", lr=LR, clip=CLIP, precision=precision,
+            epochs=10**6,
+        )  # fmt: skip
+        tr = Trainer(
+            model, data.train, data.valid, cfg, tmp / f"{output}-{precision}-{b}",
+            torch.device("cpu"), progress=False,
+        )  # fmt: skip
+        n = calibrate(lambda tr=tr: kit_step(tr), args.seconds, args.warmup)
+        fns[str(b)] = lambda tr=tr, n=n: timed_chunk(lambda: kit_step(tr), n, lambda: tr.tokens)
+    got = interleave(fns, args.rounds)
+    plain_all += got["plain"]
+    rows = []
+    for b in batches:
+        tps = median(got[str(b)])
+        rows.append(
+            {
+                "impl": "rnnkit", "output": output, "precision": precision, "batch": b,
+                "tokens_per_s": tps, "x_plain": round_ratios(got[str(b)], got["plain"]),
+                "gflops": gflops(tps, macs, 3), "peak_gflops": peaks[precision],
+                "rounds": got[str(b)],
+            }
+        )  # fmt: skip
+    print_rows(rows, hidden, cell, layers)
     return rows
 
 
@@ -518,7 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory-100m", action="store_true", help="also rnnkit train on a 100M-token corpus"
     )
-    parser.add_argument("--memory-tokens", type=int, default=100_000_000, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory-tokens", type=int, default=100_000_000, help="--memory-100m's corpus size"
+    )
     parser.add_argument("--tmp", help="folder for the synthetic corpus (default: the system's)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)

@@ -98,14 +98,25 @@ def test_frequency_classes_follow_mikolov() -> None:
     counts = zipf_counts(1000)
     bounds = frequency_classes(counts, 30)
     sizes = np.diff(bounds)
-    assert bounds[0] == 0 and bounds[-1] == 1000 and len(bounds) == 31
-    assert (sizes > 0).all()
-    assert sizes[0] <= 3 and sizes[-1] > 50  # frequent words in small classes, rare in big
-    share = np.sqrt(counts) / np.sqrt(counts).sum()
-    per_class = np.add.reduceat(share, bounds[:-1])
-    assert per_class.max() < 3 / 30  # each class holds about 1/C of the sqrt mass
+    assert bounds[0] == 0 and bounds[-1] == 1000 and (sizes > 0).all()
+    assert 15 <= len(sizes) <= 60  # about C classes
+    assert sizes[0] <= 4 and sizes[-2] >= 32  # frequent words in small classes, rare in big
+    body = sizes[:-1]  # the last class takes what is left
+    assert ((body & (body - 1)) == 0).all() and (np.diff(body) >= 0).all()  # powers of two
     tiny = frequency_classes(np.ones(5), 10)  # never more classes than words
     assert tiny[0] == 0 and tiny[-1] == 5 and (np.diff(tiny) > 0).all()
+
+
+def test_class_layer_batches_runs_of_equal_size() -> None:
+    head = ClassSoftmax(H, V, frequency_classes(zipf_counts(), 40))
+    runs = head.layout(torch.device("cpu")).runs
+    assert len(runs) <= 10 < len(head.bounds) - 1  # far fewer products than classes
+    # any bounds work (runs of one class each in the worst case)
+    odd = ClassSoftmax(4, 10, [0, 1, 3, 6, 10]).double()
+    h = torch.randn(8, 4, dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 3, 9, 9, 5, 0])
+    full = odd.log_probs(h).gather(1, t.unsqueeze(1)).squeeze(1)
+    torch.testing.assert_close(odd.log_prob(h, t), full)
 
 
 @pytest.mark.parametrize("output", ["class", "adaptive"])

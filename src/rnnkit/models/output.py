@@ -104,23 +104,35 @@ class FullSoftmax(OutputLayer):
 
 
 def frequency_classes(counts: np.ndarray, num_classes: int) -> list[int]:
-    """Mikolov's frequency binning (rnnlm-0.4b's default): class boundaries over the ids.
+    """Mikolov's frequency binning (rnnlm-0.4b's default), sizes rounded to powers of two.
 
-    ``counts`` are the training counts of the ids in id order (most frequent first). Walking
-    the ids in order, a word joins the current class, and the next word opens a new class
-    once the running share of sqrt(count) passes (class + 1) / C; so very frequent words
-    get classes of their own and rare ones share large classes. Returns C + 1 increasing
-    boundaries b with class c = ids [b[c], b[c+1]) (fewer classes for a tiny vocabulary).
+    ``counts`` are the training counts of the ids in id order (most frequent first). As in
+    the RNNLM toolkit, walking the ids in order a word joins the current class, and the next
+    word opens a new class once the running share of sqrt(count) passes (class + 1) / C; so
+    very frequent words get classes of their own and rare ones share large classes. Each
+    size is then rounded to the nearest power of two (and never below the size before it),
+    so classes of one size sit side by side and train as one batched product (see
+    :class:`ClassSoftmax`); the last class takes what is left. Returns increasing boundaries
+    b, class c = ids [b[c], b[c+1]); about C classes (fewer for a tiny vocabulary).
     """
+    V = len(counts)
     p = np.sqrt(np.asarray(counts, dtype=np.float64) / max(float(np.sum(counts)), 1.0))
-    share = np.cumsum(p) / p.sum() if p.sum() > 0 else np.linspace(0, 1, len(p) + 1)[1:]
-    C = max(1, min(int(num_classes), len(p)))
-    bounds, current = [0], 0
+    share = np.cumsum(p) / p.sum() if p.sum() > 0 else np.arange(1, V + 1) / V
+    C = max(1, min(int(num_classes), V))
+    mikolov, current = [0], 0
     for i, s in enumerate(share[:-1].tolist()):
         if s > (current + 1) / C and current < C - 1:
             current += 1
-            bounds.append(i + 1)
-    bounds.append(len(p))
+            mikolov.append(i + 1)
+    mikolov.append(V)
+    sizes = np.diff(mikolov)
+    rounded = np.maximum.accumulate(2 ** np.round(np.log2(sizes)).astype(np.int64))
+    bounds = [0]
+    for size in rounded.tolist():
+        if bounds[-1] + size >= V:
+            break
+        bounds.append(bounds[-1] + size)
+    bounds.append(V)
     return bounds
 
 
@@ -129,12 +141,43 @@ def default_classes(vocab_size: int) -> int:
     return max(1, round(math.sqrt(vocab_size)))
 
 
+class _ClassLayout:
+    """Classes grouped into runs of equal size: run g is ``count`` classes of ``size`` words
+    from class ``first`` (ids from ``lo``), so its rows of the word matrix view as one
+    (count, size, H) block."""
+
+    def __init__(self, bounds: list[int]) -> None:
+        sizes = [b - a for a, b in itertools.pairwise(bounds)]
+        self.bounds = torch.tensor(bounds)
+        self.runs: list[tuple[int, int, int, int]] = []  # (first class, count, size, lo id)
+        for c, size in enumerate(sizes):
+            if self.runs and self.runs[-1][2] == size:
+                first, count, _, lo = self.runs[-1]
+                self.runs[-1] = (first, count + 1, size, lo)
+            else:
+                self.runs.append((c, 1, size, bounds[c]))
+        run_of = [g for g, (_, count, _, _) in enumerate(self.runs) for _ in range(count)]
+        self.run_of_class = torch.tensor(run_of)
+        self.first_of_run = torch.tensor([r[0] for r in self.runs])
+        self.count_of_run = [r[1] for r in self.runs]
+        self.class_of = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+
+    def to(self, device: torch.device) -> _ClassLayout:
+        for name in ("bounds", "run_of_class", "first_of_run", "class_of"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+
 class _WithinClass(torch.autograd.Function):
     """log P(w | c(w), h) for a batch, computing only each token's own class.
 
-    Tokens are sorted by class so each class is one contiguous block: one matrix product
-    against that class's rows of the word matrix, one log-softmax. The backward pass reuses
-    the saved log-softmax, so a class costs three small GEMMs in all.
+    The tokens of each run of equal-size classes are laid out as a padded (count, n, H)
+    block (n = the most tokens any class of the run has in this batch; padding rows are
+    zero), so one batched product against the run's (count, size, H) view of the word
+    matrix scores every token against its own class; a log-softmax over the last axis
+    normalises within each class. About ten runs instead of a hundred classes: ten kernel
+    launches where the per-class loop had a hundred. The backward pass is written out
+    (d log softmax(z)[t] / dz = onehot(t) - softmax(z)) and reuses the saved log-softmax.
     """
 
     @staticmethod
@@ -144,68 +187,89 @@ class _WithinClass(torch.autograd.Function):
         weight: Tensor,
         bias: Tensor,
         targets: Tensor,
-        token_class: Tensor,
-        bounds: list[int],
+        layout: _ClassLayout,
     ) -> Tensor:
-        order = torch.argsort(token_class, stable=True)
-        counts = torch.bincount(token_class, minlength=len(bounds) - 1).tolist()
         device_type = h.device.type
         autocast = torch.is_autocast_enabled(device_type)
         dtype = torch.get_autocast_dtype(device_type) if autocast else h.dtype
-        hs = h.detach()[order].to(dtype)
-        ts = targets[order]
-        w, b = weight.detach().to(dtype), bias.detach().to(dtype)
         acc = torch.promote_types(dtype, torch.float32)  # softmax in fp32 (or fp64) at least
+        N, H = h.shape
+        C = int(layout.run_of_class.shape[0])
+        cls = layout.class_of[targets]
+        counts = torch.bincount(cls, minlength=C)
+        # the slot of each token in the padded layout: run offset + class row + rank in class
+        order = torch.argsort(cls, stable=True)
+        rank_sorted = (
+            torch.arange(N, device=h.device) - (torch.cumsum(counts, 0) - counts)[cls[order]]
+        )
+        rank = torch.empty_like(rank_sorted)
+        rank[order] = rank_sorted
+        run = layout.run_of_class[cls]
+        most = torch.zeros(len(layout.runs), dtype=counts.dtype, device=h.device)
+        most = most.scatter_reduce(0, layout.run_of_class, counts, "amax")
+        n_of_run = most.tolist()
+        sizes = [count * n for count, n in zip(layout.count_of_run, n_of_run, strict=True)]
+        offsets = [0, *itertools.accumulate(sizes)]
+        off_t = torch.tensor(offsets[:-1], device=h.device)
+        n_t = most.to(off_t.dtype)
+        slot = off_t[run] + (cls - layout.first_of_run[run]) * n_t[run] + rank
+        hpad = torch.zeros(offsets[-1], H, dtype=dtype, device=h.device)
+        hpad[slot] = h.detach().to(dtype)
+        tpad = torch.zeros(offsets[-1], dtype=torch.long, device=h.device)
+        tpad[slot] = targets - layout.bounds[cls]
+        w, b = weight.detach().to(dtype), bias.detach().to(dtype)
         outs: list[Tensor] = []
-        blocks: list[tuple[int, int, int, int, Tensor, Tensor]] = []
-        start = 0
-        for c, n in enumerate(counts):
+        saved: list[Tensor | None] = []
+        for (_, count, size, lo), n, off in zip(layout.runs, n_of_run, offsets, strict=False):
             if n == 0:
+                saved.append(None)
                 continue
-            lo, hi, end = bounds[c], bounds[c + 1], start + n
-            logp = torch.addmm(b[lo:hi], hs[start:end], w[lo:hi].t()).to(acc).log_softmax(-1)
-            local = (ts[start:end] - lo).unsqueeze(1)
-            outs.append(logp.gather(1, local).squeeze(1))
-            blocks.append((start, end, lo, hi, logp, local))
-            start = end
-        ctx.blocks = blocks
+            hi = lo + count * size
+            hg = hpad[off : off + count * n].view(count, n, H)
+            wg = w[lo:hi].view(count, size, H)
+            bg = b[lo:hi].view(count, 1, size)
+            logp = torch.baddbmm(bg, hg, wg.transpose(1, 2)).to(acc).log_softmax(-1)
+            outs.append(logp.gather(2, tpad[off : off + count * n].view(count, n, 1)).view(-1))
+            saved.append(logp)
+        ctx.layout, ctx.saved, ctx.n_of_run, ctx.offsets = layout, saved, n_of_run, offsets
         ctx.dtype, ctx.acc = dtype, acc
-        ctx.save_for_backward(hs, order, w)
-        out = torch.cat(outs)
-        result = torch.empty_like(out)
-        result[order] = out
-        return result
+        ctx.save_for_backward(hpad, tpad, slot, w)
+        return torch.cat(outs)[slot]
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
-        hs, order, w = ctx.saved_tensors
-        g = grad_out[order].to(ctx.acc)
-        grad_hs: list[Tensor] = []
-        # Every row of a class present in the batch is written below; only the rows of
-        # absent classes need zeros (a fresh (V, H) zero fill each step costs more).
-        grad_w = torch.empty(w.shape, dtype=ctx.acc, device=w.device)
-        grad_b = torch.empty(w.shape[0], dtype=ctx.acc, device=w.device)
-        done = 0
-        for start, end, lo, hi, logp, local in ctx.blocks:
-            if lo > done:
-                grad_w[done:lo] = 0
-                grad_b[done:lo] = 0
-            # d log softmax(z)[t] / dz = onehot(t) - softmax(z), times the incoming gradient
-            gz = logp.exp().mul_(-g[start:end].unsqueeze(1))
-            gz.scatter_add_(1, local, g[start:end].unsqueeze(1))
-            gz_c = gz.to(ctx.dtype)
-            grad_hs.append(gz_c @ w[lo:hi])
-            if gz_c.dtype == ctx.acc:  # straight into the gradient's rows, no temporary
-                torch.mm(gz_c.t(), hs[start:end], out=grad_w[lo:hi])
+        hpad, tpad, slot, w = ctx.saved_tensors
+        layout, acc, dtype = ctx.layout, ctx.acc, ctx.dtype
+        H = hpad.shape[1]
+        gpad = torch.zeros(hpad.shape[0], dtype=acc, device=hpad.device)
+        gpad[slot] = grad_out.to(acc)
+        grad_hpad = torch.empty(hpad.shape, dtype=dtype, device=hpad.device)
+        grad_w = torch.empty(w.shape, dtype=acc, device=w.device)
+        grad_b = torch.empty(w.shape[0], dtype=acc, device=w.device)
+        for (_, count, size, lo), n, off, logp in zip(
+            layout.runs, ctx.n_of_run, ctx.offsets, ctx.saved, strict=False
+        ):
+            hi = lo + count * size
+            if logp is None:  # no token of this run in the batch
+                grad_w[lo:hi] = 0
+                grad_b[lo:hi] = 0
+                continue
+            g = gpad[off : off + count * n].view(count, n, 1)
+            gz = logp.exp().mul_(-g)
+            gz.scatter_add_(2, tpad[off : off + count * n].view(count, n, 1), g)
+            gz_c = gz.to(dtype)
+            torch.bmm(
+                gz_c,
+                w[lo:hi].view(count, size, H),
+                out=grad_hpad[off : off + count * n].view(count, n, H),
+            )
+            hg = hpad[off : off + count * n].view(count, n, H)
+            if dtype == acc:  # straight into the gradient's rows, no temporary
+                torch.bmm(gz_c.transpose(1, 2), hg, out=grad_w[lo:hi].view(count, size, H))
             else:
-                grad_w[lo:hi] = gz_c.t() @ hs[start:end]
-            torch.sum(gz, 0, out=grad_b[lo:hi])
-            done = hi
-        grad_w[done:] = 0
-        grad_b[done:] = 0
-        grad_h = torch.empty(hs.shape, dtype=ctx.acc, device=hs.device)
-        grad_h[order] = torch.cat(grad_hs).to(ctx.acc)
-        return grad_h, grad_w, grad_b, None, None, None
+                grad_w[lo:hi] = torch.bmm(gz_c.transpose(1, 2), hg).view(-1, H)
+            grad_b[lo:hi] = gz.sum(1).view(-1)
+        return grad_hpad[slot].to(acc), grad_w, grad_b, None, None
 
 
 class ClassSoftmax(OutputLayer):
@@ -231,6 +295,13 @@ class ClassSoftmax(OutputLayer):
         self.class_of: Tensor
         sizes = torch.tensor([b - a for a, b in itertools.pairwise(bounds)])
         self.register_buffer("class_of", torch.repeat_interleave(torch.arange(C), sizes), False)
+        self._layouts: dict[torch.device, _ClassLayout] = {}
+
+    def layout(self, device: torch.device) -> _ClassLayout:
+        """The runs of equal-size classes, with their index tensors on ``device``."""
+        if device not in self._layouts:
+            self._layouts[device] = _ClassLayout(self.bounds).to(device)
+        return self._layouts[device]
 
     def word_layer(self) -> nn.Linear:
         return self.words
@@ -240,7 +311,7 @@ class ClassSoftmax(OutputLayer):
         token_class = self.class_of[flat_t]
         class_logp = F.cross_entropy(self.classes(flat_h), token_class, reduction="none").neg()
         word_logp = _WithinClass.apply(
-            flat_h, self.words.weight, self.words.bias, flat_t, token_class, self.bounds
+            flat_h, self.words.weight, self.words.bias, flat_t, self.layout(flat_h.device)
         )
         return (class_logp + word_logp).view(targets.shape)
 
