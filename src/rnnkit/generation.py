@@ -13,6 +13,7 @@ from torch import Tensor
 
 from rnnkit.errors import ConfigError
 from rnnkit.models import LanguageModel
+from rnnkit.models.output import ClassSoftmax
 
 
 def check_sampling(
@@ -71,31 +72,60 @@ def sample(
     model.eval()
     device = next(model.parameters()).device
     x = torch.tensor([list(context)] * num_samples, dtype=torch.long, device=device)
-    logits, state = model(x)
-    next_logits = logits[:, -1]
+    h, state = model.features(x)
+    h = h[:, -1]
+    banned_ids = torch.tensor(list(banned), dtype=torch.long, device=device)
+    # Plain sampling from a class-based layer draws the class, then the word: exact, and
+    # H x (C + |c|) work instead of H x V. Greedy, temperature, top-k and top-p need the
+    # whole distribution.
+    two_step = (
+        model.head
+        if isinstance(model.head, ClassSoftmax)
+        and not greedy
+        and temperature in (None, 1.0)
+        and top_k is None
+        and top_p is None
+        else None
+    )
     out = torch.empty(num_samples, max_new_tokens, dtype=torch.long, device=device)
     done = torch.zeros(num_samples, dtype=torch.bool, device=device)
     n = 0
     for n in range(1, max_new_tokens + 1):
-        scores = next_logits.float()
-        if banned:
-            scores[:, list(banned)] = float("-inf")
-        if greedy:
-            tok = scores.argmax(dim=-1)
+        if two_step is not None:
+            tok = _draw_two_step(two_step, h, banned_ids, generator)
         else:
-            scores = filter_logits(scores / (temperature or 1.0), top_k, top_p)
-            probs = torch.softmax(scores, dim=-1)
-            tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            scores = model.head.logits(h).float()
+            if len(banned_ids):
+                scores[:, banned_ids] = float("-inf")
+            if greedy:
+                tok = scores.argmax(dim=-1)
+            else:
+                scores = filter_logits(scores / (temperature or 1.0), top_k, top_p)
+                probs = torch.softmax(scores, dim=-1)
+                tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         out[:, n - 1] = tok
         if stop_id is not None:
             done |= tok == stop_id
             if bool(done.all()):
                 break
-        logits, state = model(tok[:, None], state)
-        next_logits = logits[:, -1]
+        h, state = model.step(tok, state)
     result = []
     for row in out[:, :n].tolist():
         if stop_id is not None and stop_id in row:
             row = row[: row.index(stop_id) + 1]
         result.append(row)
     return result
+
+
+def _draw_two_step(
+    head: ClassSoftmax, h: Tensor, banned: Tensor, generator: torch.Generator | None
+) -> Tensor:
+    """A word per row from the class layer; a banned word is drawn again (rejection keeps
+    the draw exact for the distribution without the banned words)."""
+    tok = head.sample(h, generator)
+    while len(banned):
+        bad = torch.isin(tok, banned)
+        if not bool(bad.any()):
+            break
+        tok[bad] = head.sample(h[bad], generator)
+    return tok

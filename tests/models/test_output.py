@@ -171,3 +171,26 @@ def test_tied_class_layer_shares_the_embedding() -> None:
 def test_bad_output_settings(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ModelConfig(vocab_size=50, hidden_size=8, **kwargs)
+
+
+def test_two_step_class_sampling_draws_the_exact_distribution() -> None:
+    """Class, then word: the frequencies of 40,000 draws match P(w | h), with and without a
+    banned word (drawn again: the distribution renormalised without it)."""
+    from rnnkit.generation import _draw_two_step
+
+    torch.manual_seed(0)
+    head = ClassSoftmax(6, 20, frequency_classes(zipf_counts(20), 5))
+    for p in head.parameters():
+        p.data.normal_(0, 1.0)
+    h = torch.randn(1, 6).expand(40_000, 6)
+    exact = head.log_probs(h[:1]).exp().squeeze(0)
+    gen = torch.Generator().manual_seed(1)
+    for banned in ([], [3]):
+        with torch.no_grad():
+            tok = _draw_two_step(head, h, torch.tensor(banned, dtype=torch.long), gen)
+        freq = torch.bincount(tok, minlength=20).double() / len(tok)
+        want = exact.double().clone()
+        want[banned] = 0
+        want /= want.sum()
+        assert (freq - want).abs().max() < 0.01  # 5 standard errors at p = 0.25
+        assert all(freq[b] == 0 for b in banned)

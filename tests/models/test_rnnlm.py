@@ -98,3 +98,22 @@ def test_tied_weights_share_one_tensor() -> None:
 def test_bad_model_settings_are_one_clear_sentence(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         ModelConfig(vocab_size=10, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("cell", "nonlinearity", "layers"),
+    [("rnn", "tanh", 1), ("rnn", "relu", 2), ("gru", "tanh", 2), ("lstm", "tanh", 2)],
+)
+def test_one_token_step_equals_the_fused_forward(cell: str, nonlinearity: str, layers: int) -> None:
+    """Generation's single-step cell path computes what the fused nn.RNN/GRU/LSTM does."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        vocab_size=11, cell=cell, nonlinearity=nonlinearity, hidden_size=8, num_layers=layers
+    )
+    model = RNNLanguageModel(cfg).double().eval()
+    tokens = torch.randint(0, 11, (3, 6))
+    h_all, _ = model.features(tokens)
+    _, state = model.features(tokens[:, :1])
+    for t in range(1, 6):
+        h, state = model.step(tokens[:, t], state)
+        torch.testing.assert_close(h, h_all[:, t])

@@ -57,6 +57,14 @@ class LanguageModel(nn.Module):
         h, state = self.features(tokens, state)
         return self.head.score(h, targets), state
 
+    def step(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One new token per sequence, (B,) ids: the features (B, H) and the new state.
+
+        Generation calls this once per token; models may override it with a faster path.
+        """
+        h, state = self.features(tokens[:, None], state)
+        return h[:, 0], state
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -332,6 +332,17 @@ class ClassSoftmax(OutputLayer):
         )
         return (class_logp + word_logp).view(targets.shape)
 
+    def sample(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Draw one word per row of h (B, H) from P(w | h), exactly, in two steps: a class
+        from P(c | h), then a word from P(w | c, h): H x (C + |c|) work instead of H x V."""
+        c = torch.multinomial(self.classes(h).float().softmax(-1), 1, generator=generator)
+        words = []
+        for row, cls in enumerate(c.view(-1).tolist()):
+            lo, hi = self.bounds[cls], self.bounds[cls + 1]
+            z = F.linear(h[row], self.words.weight[lo:hi], self.words.bias[lo:hi])
+            words.append(lo + torch.multinomial(z.float().softmax(-1), 1, generator=generator))
+        return torch.cat(words)
+
     def log_probs(self, h: Tensor) -> Tensor:
         """Every word's log-probability: the whole V x H product, for sampling and checks."""
         shape = h.shape[:-1]

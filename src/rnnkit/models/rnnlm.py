@@ -122,6 +122,39 @@ class RNNLanguageModel(LanguageModel):
         a, state = self.rnn(x, state)
         return self.drop(a), state
 
+    def step(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """One token per sequence through torch's single-step cell kernels (generation).
+
+        The same function as :meth:`features` on one step (a test checks it), without
+        ``nn.RNN``'s per-call set-up, which is most of the time of a one-token call.
+        """
+        if self.training or state is None:
+            return super().step(tokens, state)
+        x = self.inputs(tokens)
+        cell = self.config.cell
+        rnn = self.rnn
+        hs: list[Tensor] = []
+        cs: list[Tensor] = []
+        for k in range(self.config.num_layers):
+            w = (
+                getattr(rnn, f"weight_ih_l{k}"),
+                getattr(rnn, f"weight_hh_l{k}"),
+                getattr(rnn, f"bias_ih_l{k}"),
+                getattr(rnn, f"bias_hh_l{k}"),
+            )
+            if isinstance(state, tuple):
+                x, c = torch.lstm_cell(x, (state[0][k], state[1][k]), *w)
+                cs.append(c)
+            elif cell == "gru":
+                x = torch.gru_cell(x, state[k], *w)
+            elif self.config.nonlinearity == "relu":
+                x = torch.rnn_relu_cell(x, state[k], *w)
+            else:
+                x = torch.rnn_tanh_cell(x, state[k], *w)
+            hs.append(x)
+        new_h = torch.stack(hs)
+        return x, ((new_h, torch.stack(cs)) if cs else new_h)
+
     def init_state(self, batch_size: int, device: torch.device | None = None) -> State:
         """a_0 = 0 for a batch (and c_0 = 0 for an LSTM)."""
         shape = (self.config.num_layers, batch_size, self.config.hidden_size)
