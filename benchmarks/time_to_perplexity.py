@@ -61,9 +61,11 @@ RECIPES: dict[str, dict[str, Any]] = {
         lr=3e-3, lr_schedule="plateau", clip=0.25, precision="fp32", validate_every=200,
         epochs=100, patience=0,
     ),
-    # the 20-minute recipe (goal: <= 124.7, Mikolov's RNNLM): wider, dropout, smaller batches
+    # the 20-minute recipe (goal: <= 124.7, Mikolov's RNNLM): wider, smaller batches, and
+    # regularised: untied with dropout 0.4 it reached train perplexity 82 against valid 150
     "elman20": dict(
-        cell="rnn", hidden_size=512, dropout=0.4, output="class", batch_size=32, bptt=35,
+        cell="rnn", hidden_size=512, dropout=0.5, tie_weights=True, output="class",
+        batch_size=32, bptt=35,
         optimizer="adam", lr=1e-3, lr_schedule="plateau", clip=0.25, precision="fp32",
         validate_every=0, epochs=200, patience=0,
     ),

@@ -144,7 +144,16 @@ def _prepare_data(data: DataConfig, vocab: Vocab | None) -> _Data:
         lowercase=full.lowercase,
     )
     remap = np.array([kept.id(t) for t in full.tokens], dtype=np.int32)
-    return _Data(kept, remap[train_ids], remap[valid_ids])
+    return _Data(kept, _remap_in_place(train_ids, remap), _remap_in_place(valid_ids, remap))
+
+
+def _remap_in_place(ids: np.ndarray, remap: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
+    """ids = remap[ids], a block at a time: no second copy of a 100M-token id array."""
+    if not ids.flags.writeable:
+        ids = ids.copy()
+    for i in range(0, len(ids), chunk):
+        ids[i : i + chunk] = remap[ids[i : i + chunk]]
+    return ids
 
 
 def _trainer_data(

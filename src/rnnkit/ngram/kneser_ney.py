@@ -243,7 +243,10 @@ def estimate_from_encoded(
             del gnum
             # the back-off weight of each (k-1)-gram is its gamma as a context (1 if none)
             bo = np.zeros(n_ctx, dtype=np.float32)
-            bo[is_ctx] = np.log10(gamma[is_ctx])
+            # a context whose discounts are all zero (possible: lmplz accepts D = 0) backs off
+            # with weight 0, log10 -inf, as its unseen words get probability 0
+            with np.errstate(divide="ignore"):
+                bo[is_ctx] = np.log10(gamma[is_ctx])
             backoffs.append(bo)
             p = (adj - disc) / denom_ctx[prefix]
             del denom_ctx
