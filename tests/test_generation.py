@@ -69,3 +69,14 @@ def test_filter_logits_keeps_top_k_and_the_nucleus(values: list[float], k: int, 
     # and it is the smallest such set: dropping its least likely member falls below p
     smallest = probs[nucleus].min()
     assert float(probs[nucleus].sum() - smallest) < p + 1e-9 or int(nucleus.sum()) == 1
+
+
+def test_draw_follows_the_probabilities_and_never_draws_a_zero() -> None:
+    from rnnkit.models.output import draw
+
+    gen = torch.Generator().manual_seed(0)
+    weights = torch.tensor([[0.2, 0.0, 1.2, 0.6, 0.0]]).repeat(40_000, 1)  # unnormalised
+    counts = torch.bincount(draw(weights, gen), minlength=5).double() / 40_000
+    expected = torch.tensor([0.1, 0.0, 0.6, 0.3, 0.0], dtype=torch.float64)
+    assert counts[1] == 0 and counts[4] == 0
+    torch.testing.assert_close(counts, expected, atol=0.01, rtol=0)

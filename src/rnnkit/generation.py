@@ -13,7 +13,7 @@ from torch import Tensor
 
 from rnnkit.errors import ConfigError
 from rnnkit.models import LanguageModel
-from rnnkit.models.output import ClassSoftmax
+from rnnkit.models.output import ClassSoftmax, draw
 
 
 def check_sampling(
@@ -100,9 +100,11 @@ def sample(
             if greedy:
                 tok = scores.argmax(dim=-1)
             else:
-                scores = filter_logits(scores / (temperature or 1.0), top_k, top_p)
+                if temperature not in (None, 1.0):
+                    scores = scores / temperature
+                scores = filter_logits(scores, top_k, top_p)
                 probs = torch.softmax(scores, dim=-1)
-                tok = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                tok = draw(probs, generator)
         out[:, n - 1] = tok
         if stop_id is not None:
             done |= tok == stop_id

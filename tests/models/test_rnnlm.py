@@ -93,6 +93,8 @@ def test_tied_weights_share_one_tensor() -> None:
         (dict(cell="lstm", nonlinearity="relu"), "applies only to --cell rnn"),
         (dict(cell="lsmt"), "did you mean 'lstm'"),
         (dict(dropout=1.5), "--dropout must be in"),
+        (dict(weight_dropout=1.0), "--weight-dropout must be in"),
+        (dict(arch="window", weight_dropout=0.5), "--arch rnn only"),
     ],
 )
 def test_bad_model_settings_are_one_clear_sentence(kwargs: dict, message: str) -> None:
@@ -117,3 +119,37 @@ def test_one_token_step_equals_the_fused_forward(cell: str, nonlinearity: str, l
     for t in range(1, 6):
         h, state = model.step(tokens[:, t], state)
         torch.testing.assert_close(h, h_all[:, t])
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_weight_dropout_drops_entries_of_w_aa_while_training_only(num_layers: int) -> None:
+    """DropConnect: training computes the equations with W_aa * mask / (1 - p), one mask per
+    layer and call; evaluation is the plain Elman network; gradients reach the weights."""
+    torch.manual_seed(0)
+    p = 0.4
+    cfg = ModelConfig(vocab_size=7, hidden_size=5, num_layers=num_layers, weight_dropout=p)
+    model = RNNLanguageModel(cfg)
+    plain = RNNLanguageModel(ModelConfig(vocab_size=7, hidden_size=5, num_layers=num_layers))
+    plain.load_state_dict(model.state_dict())
+    tokens = torch.randint(0, 7, (3, 6))
+
+    model.eval()
+    torch.testing.assert_close(model(tokens)[0], plain(tokens)[0])
+
+    model.train()
+    torch.manual_seed(1)
+    masks = [torch.nn.functional.dropout(torch.ones(5, 5), p) for _ in range(num_layers)]
+    assert any((m == 0).any() for m in masks)  # the test draws a real mask
+    torch.manual_seed(1)
+    got = torch.log_softmax(model(tokens)[0], -1)
+    with torch.no_grad():
+        for k, m in enumerate(masks):
+            getattr(plain.rnn, f"weight_hh_l{k}").mul_(m)
+    expected = torch.log(elman_by_hand(plain, tokens))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+    got.sum().backward()
+    grad = model.rnn.weight_hh_l0.grad
+    assert grad is not None
+    # a dropped entry of W_aa takes no part in the forward pass, so it gets no gradient
+    assert torch.all(grad[masks[0] == 0] == 0) and grad.abs().sum() > 0

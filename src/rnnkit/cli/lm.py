@@ -86,6 +86,11 @@ def _register_train(subparsers: Any) -> None:
         "--dropout", type=float, help="dropout on inputs, between layers, on outputs (0)"
     )
     g.add_argument(
+        "--weight-dropout",
+        type=float,
+        help="DropConnect on the recurrent weights W_aa while training (0)",
+    )
+    g.add_argument(
         "--tie-weights",
         action="store_const",
         const=True,
@@ -149,7 +154,8 @@ def _register_train(subparsers: Any) -> None:
 SETTINGS = (
     "valid", "valid_fraction", "level", "vocab_size", "min_count", "mode", "tokenizer",
     "lowercase", "arch", "context", "cell", "nonlinearity",
-    "hidden_size", "num_layers", "embedding_size", "one_hot", "dropout", "tie_weights",
+    "hidden_size", "num_layers", "embedding_size", "one_hot", "dropout", "weight_dropout",
+    "tie_weights",
     "output", "classes", "cutoffs",
     "epochs", "batch_size", "bptt", "optimizer", "lr", "lr_schedule", "min_improvement",
     "lr_decay", "decay_after",

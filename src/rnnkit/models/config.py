@@ -25,7 +25,9 @@ class ModelConfig:
     (an n-gram model of order n = context + 1) through one tanh layer of ``hidden_size``.
     ``embedding_size`` None means equal to ``hidden_size``. ``one_hot`` feeds the one-hot
     vector of each token to the first layer (input size = vocabulary size) instead of an
-    embedding, as the seeds write it. ``output`` picks the output layer (see
+    embedding, as the seeds write it. ``weight_dropout`` drops entries of each W_aa while
+    training (DropConnect, as AWD-LSTM does): the recurrence stays the fused kernel and the
+    model stays an Elman/GRU/LSTM network at evaluation. ``output`` picks the output layer (see
     :mod:`rnnkit.models.output`): ``full`` softmax, ``class`` (``classes`` classes, 0 for
     sqrt(V); ``class_bounds`` is filled in from the training counts) or ``adaptive``
     (``cutoffs``, None for the default).
@@ -41,6 +43,7 @@ class ModelConfig:
     embedding_size: int | None = None
     one_hot: bool = False
     dropout: float = 0.0
+    weight_dropout: float = 0.0
     tie_weights: bool = False
     output: str = "full"
     classes: int = 0
@@ -86,6 +89,10 @@ class ModelConfig:
             raise ConfigError(f"--embedding-size must be at least 1, not {self.embedding_size}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"--dropout must be in [0, 1), not {self.dropout}.")
+        if not 0.0 <= self.weight_dropout < 1.0:
+            raise ConfigError(f"--weight-dropout must be in [0, 1), not {self.weight_dropout}.")
+        if self.weight_dropout and self.arch != "rnn":
+            raise ConfigError("--weight-dropout applies to recurrent weights: --arch rnn only.")
         if self.one_hot and self.embedding_size is not None:
             raise ConfigError(
                 "--one-hot and --embedding-size conflict: one-hot input has no embedding."

@@ -27,6 +27,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def draw(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One index per row of ``probs`` (B, N), drawn with probability proportional to it.
+
+    Inverse CDF: one uniform number and a binary search per row. torch.multinomial draws N
+    exponential numbers per row instead (265 us of a 500 us generation step at V = 10k).
+    A zero entry is never drawn: its CDF step is empty.
+    """
+    cdf = probs.double().cumsum(-1)
+    u = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device, generator=generator)
+    idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
+    return idx.view(-1).clamp_max(probs.shape[-1] - 1)
+
+
 class OutputLayer(nn.Module):
     """The interface; inputs ``h`` have shape (..., H), targets the matching shape (...)."""
 
@@ -335,12 +348,12 @@ class ClassSoftmax(OutputLayer):
     def sample(self, h: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Draw one word per row of h (B, H) from P(w | h), exactly, in two steps: a class
         from P(c | h), then a word from P(w | c, h): H x (C + |c|) work instead of H x V."""
-        c = torch.multinomial(self.classes(h).float().softmax(-1), 1, generator=generator)
+        c = draw(self.classes(h).float().softmax(-1), generator)
         words = []
-        for row, cls in enumerate(c.view(-1).tolist()):
+        for row, cls in enumerate(c.tolist()):
             lo, hi = self.bounds[cls], self.bounds[cls + 1]
             z = F.linear(h[row], self.words.weight[lo:hi], self.words.bias[lo:hi])
-            words.append(lo + torch.multinomial(z.float().softmax(-1), 1, generator=generator))
+            words.append(lo + draw(z.float().softmax(-1).unsqueeze(0), generator))
         return torch.cat(words)
 
     def log_probs(self, h: Tensor) -> Tensor:

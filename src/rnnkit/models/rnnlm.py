@@ -119,7 +119,17 @@ class RNNLanguageModel(LanguageModel):
     def features(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """The top layer's a_t for each position, (B, T, H), and the final state."""
         x = self.drop(self.inputs(tokens))
-        a, state = self.rnn(x, state)
+        p = self.config.weight_dropout
+        if p and self.training:
+            # DropConnect: a fresh mask on each W_aa per call (per BPTT window), the same
+            # at every time step, so the kernel still runs the whole window at once.
+            dropped = {
+                f"weight_hh_l{k}": F.dropout(getattr(self.rnn, f"weight_hh_l{k}"), p)
+                for k in range(self.config.num_layers)
+            }
+            a, state = torch.func.functional_call(self.rnn, dropped, (x, state))
+        else:
+            a, state = self.rnn(x, state)
         return self.drop(a), state
 
     def step(self, tokens: Tensor, state: State | None = None) -> tuple[Tensor, State]:
