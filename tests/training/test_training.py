@@ -53,6 +53,7 @@ def test_same_seed_same_run(tiny_corpus: Path, tmp_path: Path) -> None:
         ),  # RNG and mid-epoch validation
         dict(cell="gru", optimizer="sgd", lr_schedule="rnnlm", lr=0.5),
         dict(cell="rnn", precision="bf16"),
+        dict(cell="rnn", average=True, min_improvement=10.0, validate_every=4),
     ],
 )
 def test_stopped_and_resumed_run_ends_with_the_same_weights(
@@ -177,3 +178,49 @@ def test_vocabulary_comes_from_the_training_part_only(tmp_path: Path) -> None:
     rnnkit.train(corpus, tmp_path / "r", max_steps=1, progress=False, **SMALL)
     tokens = json.loads((tmp_path / "r" / "vocab.json").read_text())["tokens"]
     assert "z" not in tokens and "a" in tokens
+
+
+def test_average_keeps_the_mean_of_the_weights_once_validation_stalls(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """--average: no averaging before validation stalls; after, the validated and saved
+    weights are the mean of the weights after each step since."""
+    from rnnkit.training.trainer import Trainer
+
+    # min_improvement 10: the second validation always counts as stalled
+    settings = dict(SMALL, average=True, min_improvement=10.0, lr_schedule="constant")
+    rnnkit.train(
+        tiny_corpus, tmp_path / "r", max_steps=8, progress=False, validate_every=4, **settings
+    )
+    valid = [r for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if r["kind"] == "valid"]
+    assert [r["averaged"] for r in valid] == [False, False]  # started at step 8, after saving
+
+    captured: list[Trainer] = []
+    original = Trainer.fit
+
+    def spy(self: Trainer, *args: object, **kwargs: object) -> object:
+        captured.append(self)
+        return original(self, *args, **kwargs)
+
+    Trainer.fit = spy  # type: ignore[method-assign]
+    try:
+        rnnkit.train(resume=tmp_path / "r", max_steps=8, progress=False)  # loads, no steps
+    finally:
+        Trainer.fit = original  # type: ignore[method-assign]
+    trainer = captured[0]
+    assert trainer.averaged is not None
+    n = int(trainer.averaged.n_averaged)
+    assert n >= 1  # the resumed run carried the average on
+    mean = {k: v.clone() for k, v in trainer.scored_model.named_parameters()}
+    for _ in range(3):
+        trainer.train_step()
+        n += 1
+        for k, w in trainer.model.named_parameters():
+            mean[k] += (w.detach() - mean[k]) / n
+    for name, value in trainer.scored_model.named_parameters():
+        torch.testing.assert_close(value, mean[name], rtol=1e-5, atol=1e-6)
+        assert not torch.equal(value, dict(trainer.model.named_parameters())[name])
+    # validation reads the average
+    raw = trainer.validate()
+    trainer.averaged = None
+    assert trainer.validate() != raw

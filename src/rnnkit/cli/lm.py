@@ -141,6 +141,13 @@ def _register_train(subparsers: Any) -> None:
         help="bf16: train with bfloat16 autocast, ~2x faster on CPUs with avx512_bf16/AMX "
         "(evaluation stays fp32) (fp32)",
     )
+    g.add_argument(
+        "--average",
+        action="store_const",
+        const=True,
+        help="once validation stalls (--min-improvement), validate and keep the running "
+        "mean of the weights (NT-ASGD averaging)",
+    )
     g.add_argument("--seed", type=int, help="random seed; same seed, same run (1234)")
     g = p.add_argument_group("budget and hardware")
     g.add_argument("--max-time", type=float, metavar="SECONDS", help="stop cleanly after this long")
@@ -160,7 +167,7 @@ SETTINGS = (
     "epochs", "batch_size", "bptt", "optimizer", "lr", "lr_schedule", "min_improvement",
     "lr_decay", "decay_after",
     "clip", "weight_decay", "patience", "validate_every", "log_every", "eval_batch_size", "seed",
-    "precision",
+    "precision", "average",
 )  # fmt: skip
 
 

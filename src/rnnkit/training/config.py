@@ -66,9 +66,12 @@ class TrainConfig:
     validation after that, stop when it fails to improve by that factor again);
     ``plateau`` halves whenever the improvement is below ``min_improvement``;
     ``constant`` never changes it; ``step`` (Zaremba et al.) keeps it for ``decay_after``
-    epochs and then multiplies it by ``lr_decay`` after every epoch. ``patience`` stops after that many validations without a
-    new best (0: never). ``validate_every`` validates every N steps as well as after each
-    epoch (0: epochs only).
+    epochs and then multiplies it by ``lr_decay`` after every epoch. ``patience`` stops after
+    that many validations without a new best (0: never). ``validate_every`` validates every N
+    steps as well as after each epoch (0: epochs only). ``average``: from the first
+    validation that improves by less than ``min_improvement``, keep the running mean of the
+    weights after every step and validate and save that mean (non-monotonically triggered
+    averaging, NT-ASGD, Merity et al. 2018; here with any optimizer and schedule).
     """
 
     batch_size: int = 32
@@ -88,6 +91,7 @@ class TrainConfig:
     eval_batch_size: int = 16
     seed: int = 1234
     precision: str = "fp32"  # fp32, or bf16: autocast the training step to bfloat16
+    average: bool = False  # average the weights once validation stalls (NT-ASGD)
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from rnnkit.errors import RnnkitError
@@ -178,6 +179,21 @@ class Trainer:
         self.saved_step = -1
         self.on_validation: Callable[[dict[str, Any], LanguageModel], None] | None = None
         self.paused = 0.0  # seconds spent in on_validation, left out of the clock
+        # --average: the running mean of the weights since validation first stalled
+        self.averaged: AveragedModel | None = None
+
+    @property
+    def scored_model(self) -> LanguageModel:
+        """The weights validated and saved: the running average once it has started."""
+        if self.averaged is None:
+            return self.model
+        module = self.averaged.module
+        assert isinstance(module, LanguageModel)
+        return module
+
+    def _start_averaging(self) -> None:
+        self.averaged = AveragedModel(self.model)
+        self.averaged.update_parameters(self.model)  # the mean starts at the current weights
 
     # -- the resume state ---------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -194,6 +210,9 @@ class Trainer:
                 "last_valid": self.last_valid,
             },
             "hidden": _pack_hidden(self.hidden),
+            "averaged": None
+            if self.averaged is None
+            else {k: v.detach().cpu() for k, v in self.averaged.state_dict().items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -205,6 +224,11 @@ class Trainer:
         self.step, self.epoch, self.window = int(pos["step"]), int(pos["epoch"]), int(pos["window"])
         self.tokens, self.last_valid = int(pos["tokens"]), float(pos["last_valid"])
         self.hidden = _unpack_hidden(state["hidden"], self.device)
+        self.averaged = None
+        if state.get("averaged") is not None:
+            self._start_averaging()
+            assert self.averaged is not None
+            self.averaged.load_state_dict(state["averaged"])
         self.metrics.truncate_after(self.step)
         self.saved_step = self.step
 
@@ -213,8 +237,8 @@ class Trainer:
         meta = {"step": str(self.step)}
         self.saved_step = self.step
         if best:
-            save_weights(self.model, self.run / BEST, **meta)
-        save_weights(self.model, self.run / LAST, **meta)
+            save_weights(self.scored_model, self.run / BEST, **meta)
+        save_weights(self.scored_model, self.run / LAST, **meta)
         save_state(self.state_dict(), self.run / STATE)
 
     # -- one step and one validation ----------------------------------------------------
@@ -238,6 +262,8 @@ class Trainer:
         if self.config.clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
         self.optimizer.step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
         self.hidden = detach_state(hidden)
         self.step += 1
         self.window += 1
@@ -245,10 +271,11 @@ class Trainer:
         return loss.item()
 
     def validate(self) -> float:
+        model = self.scored_model
         if isinstance(self.valid_ids, Sentences):
             assert self.sentences is not None
             total, count = sentence_loss(
-                self.model,
+                model,
                 self.valid_ids,
                 self.sentences.bos_id,
                 self.sentences.eos_id,
@@ -257,7 +284,7 @@ class Trainer:
             )
             return total / max(count, 1)
         total, count = stream_loss(
-            self.model,
+            model,
             self.valid_ids,
             batch_size=self.config.eval_batch_size,
             bptt=max(self.config.bptt, 256),
@@ -365,6 +392,7 @@ class Trainer:
     def _validate_and_save(self, bar: Any, start: float) -> str:
         loss = self.validate()
         self.last_valid = loss
+        stalled = not loss * self.config.min_improvement < self.schedule.prev_loss
         # The epoch counter has already moved on when a validation ends an epoch.
         is_best, stop = self.schedule.step(loss, self.epoch if self.window == 0 else None)
         for group in self.optimizer.param_groups:
@@ -378,16 +406,20 @@ class Trainer:
             "lr": self.schedule.lr,
             "valid_loss": loss,
             "best": is_best,
+            "averaged": self.averaged is not None,
         }
         self.metrics.append(record)
         self.log(
             f"step {self.step}: valid {loss:.4f} nats/{self.unit} "
             f"({loss / LN2:.4f} bits/{self.unit}){' (best)' if is_best else ''}, lr {self.schedule.lr:.3g}"
         )
+        if self.config.average and self.averaged is None and stalled and not stop:
+            self._start_averaging()
+            self.log(f"step {self.step}: validation stalled, averaging the weights from here")
         self.save_checkpoint(best=is_best)
         if self.on_validation is not None:
             t0 = time.perf_counter()
-            self.on_validation(record, self.model)
+            self.on_validation(record, self.scored_model)
             self.model.train()
             self.paused += time.perf_counter() - t0
         return stop or ""
