@@ -133,7 +133,7 @@ def _prepare_data(data: DataConfig, vocab: Vocab | None) -> _Data:
         return _Data(vocab, train_ids, valid_ids)
     # Keep only tokens seen in the training part (and the size limits): valid and test words
     # never enter the vocabulary.
-    counts = np.bincount(train_ids, minlength=len(full))
+    counts = _bincount(train_ids, len(full))
     kept = Vocab.from_counts(
         {t: int(c) for t, c in zip(full.tokens, counts) if c > 0},
         data.level,
@@ -145,6 +145,14 @@ def _prepare_data(data: DataConfig, vocab: Vocab | None) -> _Data:
     )
     remap = np.array([kept.id(t) for t in full.tokens], dtype=np.int32)
     return _Data(kept, _remap_in_place(train_ids, remap), _remap_in_place(valid_ids, remap))
+
+
+def _bincount(ids: np.ndarray, size: int, chunk: int = 1 << 22) -> np.ndarray:
+    """np.bincount a block at a time: it casts int32 ids to int64, a copy twice the corpus."""
+    counts = np.zeros(size, dtype=np.int64)
+    for i in range(0, len(ids), chunk):
+        counts += np.bincount(ids[i : i + chunk], minlength=size)
+    return counts
 
 
 def _remap_in_place(ids: np.ndarray, remap: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
@@ -301,7 +309,7 @@ def train(
     data = _prepare_data(data_cfg, None)  # bad input fails here, before anything is written
     if model_kw.get("output") == "class":  # Mikolov's classes from the training counts
         V = len(data.vocab)
-        counts = np.bincount(data.train_ids, minlength=V)
+        counts = _bincount(data.train_ids, V)
         model_kw["class_bounds"] = frequency_classes(
             counts, model_kw.get("classes") or default_classes(V)
         )

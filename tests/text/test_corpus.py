@@ -102,3 +102,26 @@ def test_vocab_json_round_trip(tmp_path: Path) -> None:
     vocab.save(tmp_path / "vocab.json")
     again = Vocab.load(tmp_path / "vocab.json")
     assert again.tokens == vocab.tokens and again.level == "char" and again.unk_id == vocab.unk_id
+
+
+def test_growing_id_array_equals_the_concatenation() -> None:
+    """The in-place grown array (no second copy of a big corpus) holds every part in order,
+    across the doubling and the 4M-token steps."""
+    from rnnkit.text.corpus import _Growing
+
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(0, 1000, size=n, dtype=np.int32) for n in (0, 5, 1 << 20, 3_000_001, 7)]
+    parts += [rng.integers(0, 1000, size=1 << 21, dtype=np.int32) for _ in range(4)]
+    grown = _Growing()
+    for p in parts:
+        grown.extend(p)
+    ids = grown.finish()
+    assert ids.dtype == np.int32
+    np.testing.assert_array_equal(ids, np.concatenate(parts))
+
+
+def test_bincount_in_blocks_equals_numpy() -> None:
+    from rnnkit.api import _bincount
+
+    ids = np.random.default_rng(1).integers(0, 50, size=10_001, dtype=np.int32)
+    np.testing.assert_array_equal(_bincount(ids, 60, chunk=999), np.bincount(ids, minlength=60))
