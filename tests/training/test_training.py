@@ -188,7 +188,9 @@ def test_average_keeps_the_mean_of_the_weights_once_validation_stalls(
     from rnnkit.training.trainer import Trainer
 
     # min_improvement 10: the second validation always counts as stalled
-    settings = dict(SMALL, average=True, min_improvement=10.0, lr_schedule="constant")
+    settings = dict(
+        SMALL, average=True, average_every=1, min_improvement=10.0, lr_schedule="constant"
+    )
     rnnkit.train(
         tiny_corpus, tmp_path / "r", max_steps=8, progress=False, validate_every=4, **settings
     )

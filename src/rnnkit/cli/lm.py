@@ -148,6 +148,9 @@ def _register_train(subparsers: Any) -> None:
         help="once validation stalls (--min-improvement), validate and keep the running "
         "mean of the weights (NT-ASGD averaging)",
     )
+    g.add_argument(
+        "--average-every", type=int, help="--average: steps between updates of the mean (10)"
+    )
     g.add_argument("--seed", type=int, help="random seed; same seed, same run (1234)")
     g = p.add_argument_group("budget and hardware")
     g.add_argument("--max-time", type=float, metavar="SECONDS", help="stop cleanly after this long")
@@ -167,7 +170,7 @@ SETTINGS = (
     "epochs", "batch_size", "bptt", "optimizer", "lr", "lr_schedule", "min_improvement",
     "lr_decay", "decay_after",
     "clip", "weight_decay", "patience", "validate_every", "log_every", "eval_batch_size", "seed",
-    "precision", "average",
+    "precision", "average", "average_every",
 )  # fmt: skip
 
 

@@ -70,7 +70,7 @@ class TrainConfig:
     that many validations without a new best (0: never). ``validate_every`` validates every N
     steps as well as after each epoch (0: epochs only). ``average``: from the first
     validation that improves by less than ``min_improvement``, keep the running mean of the
-    weights after every step and validate and save that mean (non-monotonically triggered
+    weights (updated every ``average_every`` steps) and validate and save that mean (triggered
     averaging, NT-ASGD, Merity et al. 2018; here with any optimizer and schedule).
     """
 
@@ -92,6 +92,7 @@ class TrainConfig:
     seed: int = 1234
     precision: str = "fp32"  # fp32, or bf16: autocast the training step to bfloat16
     average: bool = False  # average the weights once validation stalls (NT-ASGD)
+    average_every: int = 10  # steps between updates of the mean (each reads every weight)
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -104,7 +105,14 @@ class TrainConfig:
                 f"--lr-schedule must be one of {', '.join(SCHEDULES)}, not {self.lr_schedule!r}"
                 f"{did_you_mean(self.lr_schedule, SCHEDULES)}."
             )
-        for name in ("batch_size", "bptt", "epochs", "eval_batch_size", "log_every"):
+        for name in (
+            "batch_size",
+            "bptt",
+            "epochs",
+            "eval_batch_size",
+            "log_every",
+            "average_every",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(
                     f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}."
