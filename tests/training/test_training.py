@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -54,6 +55,7 @@ def test_same_seed_same_run(tiny_corpus: Path, tmp_path: Path) -> None:
         dict(cell="gru", optimizer="sgd", lr_schedule="rnnlm", lr=0.5),
         dict(cell="rnn", precision="bf16"),
         dict(cell="rnn", average=True, min_improvement=10.0, validate_every=4),
+        dict(cell="rnn", lr_schedule="linear"),
     ],
 )
 def test_stopped_and_resumed_run_ends_with_the_same_weights(
@@ -135,6 +137,44 @@ def test_step_schedule_in_training(tiny_corpus: Path, tmp_path: Path) -> None:
     lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
     lrs = [r["lr"] for r in map(json.loads, lines) if r["kind"] == "valid"]
     assert lrs == [1.0, 0.25, 0.0625, 0.015625]  # the rate each next epoch runs at
+
+
+def test_linear_schedule_reaches_zero_at_the_end_of_the_epochs(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    settings = {**SMALL, "epochs": 3, "patience": 0, "log_every": 1}
+    result = rnnkit.train(
+        tiny_corpus, tmp_path / "r", progress=False, lr=0.01, lr_schedule="linear", **settings
+    )
+    records = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    lrs = {r["step"]: r["lr"] for r in records if r["kind"] == "train"}
+    total = result.step  # 3 epochs of steps
+    assert sorted(lrs) == list(range(1, total + 1))
+    for step, lr in lrs.items():  # step s ran at lr * (1 - (s - 1) / total)
+        assert lr == pytest.approx(0.01 * (1 - (step - 1) / total))
+    # validations leave the rate alone
+    assert [r["lr"] for r in records if r["kind"] == "valid"] == [
+        lrs[r["step"]] for r in records if r["kind"] == "valid"
+    ]
+
+
+def test_linear_schedule_follows_the_clock_when_max_time_ends_first(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    settings = {**SMALL, "epochs": 10_000, "patience": 0, "log_every": 1}
+    rnnkit.train(
+        tiny_corpus,
+        tmp_path / "r",
+        progress=False,
+        lr=0.01,
+        lr_schedule="linear",
+        max_time=1.5,
+        **settings,
+    )
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "r" / "metrics.jsonl") if r["kind"] == "train"]
+    assert lrs[0] == pytest.approx(0.01, rel=0.05)
+    assert lrs[-1] < 0.002  # near 0 as the 1.5 s run out, far from the epochs' end
+    assert all(a >= b for a, b in itertools.pairwise(lrs))
 
 
 def test_on_validation_hook_sees_each_validation_and_is_off_the_clock(

@@ -116,9 +116,10 @@ def _register_train(subparsers: Any) -> None:
     g.add_argument("--lr", type=float, help="learning rate (adam 2e-3, sgd 1.0)")
     g.add_argument(
         "--lr-schedule",
-        choices=("rnnlm", "plateau", "constant", "step"),
+        choices=("rnnlm", "plateau", "constant", "step", "linear"),
         help="rnnlm: Mikolov's halve-then-stop; plateau: halve when validation stalls; "
-        "step: Zaremba's fixed decay per epoch (plateau)",
+        "step: Zaremba's fixed decay per epoch; linear: down to 0 at the end of --epochs "
+        "or --max-time, whichever comes first (plateau)",
     )
     g.add_argument("--lr-decay", type=float, help="step schedule: LR factor after each epoch (0.5)")
     g.add_argument("--decay-after", type=int, help="step schedule: epochs at the initial LR (4)")

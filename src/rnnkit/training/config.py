@@ -10,7 +10,7 @@ from rnnkit.errors import ConfigError, did_you_mean
 from rnnkit.text.tokenize import check_tokenizer
 
 OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("rnnlm", "plateau", "constant", "step")
+SCHEDULES = ("rnnlm", "plateau", "constant", "step", "linear")
 MODES = ("stream", "sentence")
 PRECISIONS = ("fp32", "bf16")
 DEFAULT_LR = {"adam": 2e-3, "sgd": 1.0}
@@ -66,7 +66,10 @@ class TrainConfig:
     validation after that, stop when it fails to improve by that factor again);
     ``plateau`` halves whenever the improvement is below ``min_improvement``;
     ``constant`` never changes it; ``step`` (Zaremba et al.) keeps it for ``decay_after``
-    epochs and then multiplies it by ``lr_decay`` after every epoch. ``patience`` stops after
+    epochs and then multiplies it by ``lr_decay`` after every epoch; ``linear`` lowers it at
+    every step in proportion to the budget spent (steps of ``epochs``, or seconds of
+    ``--max-time`` when that ends first), reaching 0 at the end (budgeted training, Li et al.
+    2020: the best use of a fixed budget, where halving on a noisy stall stops too early). ``patience`` stops after
     that many validations without a new best (0: never). ``validate_every`` validates every N
     steps as well as after each epoch (0: epochs only). ``average``: from the first
     validation that improves by less than ``min_improvement``, keep the running mean of the

@@ -15,6 +15,8 @@ class ValidationSchedule:
     ``plateau``: halve whenever the improvement is below the factor. ``constant``: never.
     ``step`` (Zaremba et al.): the rate is fixed for ``decay_after`` epochs, then multiplied
     by ``lr_decay`` at the end of every later epoch, whatever the validation loss.
+    ``linear``: set at every step by :meth:`at_progress`, from the initial rate down to 0 at
+    the end of the budget; validations leave it alone.
     ``patience`` > 0 stops after that many validations without a new best loss.
     """
 
@@ -66,6 +68,11 @@ class ValidationSchedule:
         self.prev_loss = loss
         self.best_loss = min(self.best_loss, loss)
         return is_best, stop
+
+    def at_progress(self, progress: float) -> float:
+        """``linear``: the rate once ``progress`` (0 to 1) of the budget is spent."""
+        self.lr = self.initial_lr * max(0.0, 1.0 - progress)
+        return self.lr
 
     def state_dict(self) -> dict[str, Any]:
         return {

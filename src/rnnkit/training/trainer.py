@@ -174,6 +174,8 @@ class Trainer:
         self.epoch = 0
         self.window = 0
         self.tokens = 0
+        self.seconds = 0.0  # training time over every call to fit (a resumed run's too)
+        self.seconds_before_fit = 0.0
         self.hidden: State | None = None
         self.last_valid = math.nan
         self.saved_step = -1
@@ -208,6 +210,7 @@ class Trainer:
                 "window": self.window,
                 "tokens": self.tokens,
                 "last_valid": self.last_valid,
+                "seconds": self.seconds,
             },
             "hidden": _pack_hidden(self.hidden),
             "averaged": None
@@ -223,6 +226,7 @@ class Trainer:
         pos = state["position"]
         self.step, self.epoch, self.window = int(pos["step"]), int(pos["epoch"]), int(pos["window"])
         self.tokens, self.last_valid = int(pos["tokens"]), float(pos["last_valid"])
+        self.seconds = float(pos.get("seconds", 0.0))
         self.hidden = _unpack_hidden(state["hidden"], self.device)
         self.averaged = None
         if state.get("averaged") is not None:
@@ -312,6 +316,7 @@ class Trainer:
         self.paused = 0.0
         start = time.perf_counter()
         start_tokens = self.tokens
+        self.seconds_before_fit = self.seconds
         total_steps = cfg.epochs * self.windows
         stopped = ""
         ema = math.nan
@@ -331,6 +336,8 @@ class Trainer:
                     break
                 if self.window == 0:
                     self.hidden = None  # a_0 = 0 at the start of each pass over the data
+                if cfg.lr_schedule == "linear":
+                    self._set_lr(self.schedule.at_progress(self._progress(start, max_time)))
                 loss = self.train_step()
                 if not math.isfinite(loss):
                     raise RnnkitError(
@@ -344,6 +351,7 @@ class Trainer:
                     self.epoch += 1
                     self.window = 0
                 elapsed = time.perf_counter() - start - self.paused
+                self.seconds = self.seconds_before_fit + elapsed
                 if self.step % cfg.log_every == 0 or end_of_epoch:
                     tps = (self.tokens - start_tokens) / max(elapsed, 1e-9)
                     bar.set_postfix_str(self._postfix(ema, tps), refresh=False)
@@ -387,6 +395,21 @@ class Trainer:
             interrupted=stopped == "interrupted",
         )
 
+    def _progress(self, start: float, max_time: float | None) -> float:
+        """The share of the budget spent: of the steps in ``epochs``, or of the seconds
+        up to the end of this call's ``max_time`` (earlier calls' seconds included), whichever
+        is further on."""
+        progress = self.step / max(1, self.config.epochs * self.windows)
+        if max_time is not None:
+            elapsed = time.perf_counter() - start - self.paused
+            spent = self.seconds_before_fit + elapsed
+            progress = max(progress, spent / (self.seconds_before_fit + max_time))
+        return progress
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def _postfix(self, loss: float, tps: float) -> str:
         per = f"{loss / LN2:.3f} bits/{self.unit}"
         return f"loss {loss:.3f} nats/{self.unit}, {per}, {tps:,.0f} {self.unit}s/s"
@@ -397,8 +420,7 @@ class Trainer:
         stalled = not loss * self.config.min_improvement < self.schedule.prev_loss
         # The epoch counter has already moved on when a validation ends an epoch.
         is_best, stop = self.schedule.step(loss, self.epoch if self.window == 0 else None)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.schedule.lr
+        self._set_lr(self.schedule.lr)
         record = {
             "kind": "valid",
             "step": self.step,
