@@ -153,3 +153,29 @@ def test_weight_dropout_drops_entries_of_w_aa_while_training_only(num_layers: in
     assert grad is not None
     # a dropped entry of W_aa takes no part in the forward pass, so it gets no gradient
     assert torch.all(grad[masks[0] == 0] == 0) and grad.abs().sum() > 0
+
+
+def test_locked_dropout_uses_one_mask_for_every_time_step() -> None:
+    """Variational dropout: each (sequence, feature) is kept or dropped for the whole window,
+    kept values scaled by 1 / (1 - p); evaluation leaves the input alone."""
+    torch.manual_seed(0)
+    p = 0.5
+    cfg = ModelConfig(vocab_size=7, hidden_size=16, dropout=p, locked_dropout=True)
+    model = RNNLanguageModel(cfg)
+    x = torch.ones(4, 9, 16)
+    model.train()
+    dropped = model.drop(x)
+    assert torch.equal(dropped, dropped[:, :1].expand_as(dropped))  # same mask at every t
+    assert set(dropped.unique().tolist()) == {0.0, 1 / (1 - p)}
+    assert not torch.equal(dropped[0], dropped[1])  # a mask of its own for each sequence
+    model.eval()
+    assert torch.equal(model.drop(x), x)
+    # standard dropout draws a mask per time step
+    plain = RNNLanguageModel(ModelConfig(vocab_size=7, hidden_size=16, dropout=p)).train()
+    out = plain.drop(x)
+    assert not torch.equal(out, out[:, :1].expand_as(out))
+
+
+def test_locked_dropout_is_for_recurrent_models_only() -> None:
+    with pytest.raises(ConfigError, match="--arch rnn only"):
+        ModelConfig(vocab_size=7, arch="window", dropout=0.2, locked_dropout=True)

@@ -91,6 +91,12 @@ def _register_train(subparsers: Any) -> None:
         help="DropConnect on the recurrent weights W_aa while training (0)",
     )
     g.add_argument(
+        "--locked-dropout",
+        action="store_const",
+        const=True,
+        help="one --dropout mask per sequence, the same at every time step (variational)",
+    )
+    g.add_argument(
         "--tie-weights",
         action="store_const",
         const=True,
@@ -166,7 +172,7 @@ SETTINGS = (
     "valid", "valid_fraction", "level", "vocab_size", "min_count", "mode", "tokenizer",
     "lowercase", "arch", "context", "cell", "nonlinearity",
     "hidden_size", "num_layers", "embedding_size", "one_hot", "dropout", "weight_dropout",
-    "tie_weights",
+    "locked_dropout", "tie_weights",
     "output", "classes", "cutoffs",
     "epochs", "batch_size", "bptt", "optimizer", "lr", "lr_schedule", "min_improvement",
     "lr_decay", "decay_after",

@@ -27,7 +27,9 @@ class ModelConfig:
     vector of each token to the first layer (input size = vocabulary size) instead of an
     embedding, as the seeds write it. ``weight_dropout`` drops entries of each W_aa while
     training (DropConnect, as AWD-LSTM does): the recurrence stays the fused kernel and the
-    model stays an Elman/GRU/LSTM network at evaluation. ``output`` picks the output layer (see
+    model stays an Elman/GRU/LSTM network at evaluation. ``locked_dropout`` draws the input
+    and output dropout masks once per sequence and window, the same at every time step
+    (variational dropout, Gal and Ghahramani 2016; AWD-LSTM's LockedDropout). ``output`` picks the output layer (see
     :mod:`rnnkit.models.output`): ``full`` softmax, ``class`` (``classes`` classes, 0 for
     sqrt(V); ``class_bounds`` is filled in from the training counts) or ``adaptive``
     (``cutoffs``, None for the default).
@@ -44,6 +46,7 @@ class ModelConfig:
     one_hot: bool = False
     dropout: float = 0.0
     weight_dropout: float = 0.0
+    locked_dropout: bool = False
     tie_weights: bool = False
     output: str = "full"
     classes: int = 0
@@ -93,6 +96,8 @@ class ModelConfig:
             raise ConfigError(f"--weight-dropout must be in [0, 1), not {self.weight_dropout}.")
         if self.weight_dropout and self.arch != "rnn":
             raise ConfigError("--weight-dropout applies to recurrent weights: --arch rnn only.")
+        if self.locked_dropout and self.arch != "rnn":
+            raise ConfigError("--locked-dropout masks a sequence over time: --arch rnn only.")
         if self.one_hot and self.embedding_size is not None:
             raise ConfigError(
                 "--one-hot and --embedding-size conflict: one-hot input has no embedding."

@@ -65,6 +65,20 @@ def cat_states(states: list[State]) -> State:
     return torch.cat([s for s in states if isinstance(s, Tensor)], 1)
 
 
+class LockedDropout(nn.Module):
+    """Dropout with one mask per sequence, shared by every time step of (B, T, E) input."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = x.new_empty(x.shape[0], 1, x.shape[2]).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
 class RNNLanguageModel(LanguageModel):
     """An Elman, GRU or LSTM language model; see the module docstring for the equations.
 
@@ -95,7 +109,13 @@ class RNNLanguageModel(LanguageModel):
             self.rnn = nn.GRU(**kwargs)
         else:
             self.rnn = nn.LSTM(**kwargs)
-        self.drop: nn.Module = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        self.drop: nn.Module = nn.Identity()
+        if config.dropout > 0:
+            self.drop = (
+                LockedDropout(config.dropout)
+                if config.locked_dropout
+                else nn.Dropout(config.dropout)
+            )
         self.head: OutputLayer = make_head(config, H)
         self.reset_parameters()
 
