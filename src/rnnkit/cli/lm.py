@@ -271,6 +271,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def add_interpolation_flags(p: argparse.ArgumentParser) -> None:
     """--ngram, --lambda, --tune-lambda: mix a word-level run with an n-gram model."""
+    from rnnkit.evaluation.interpolation import DEFAULT_LAMBDA
+
     g = p.add_argument_group("interpolation with an n-gram model (Mikolov's RNNLM toolkit)")
     g.add_argument(
         "--ngram", metavar="ARPA", help="interpolate the run word by word with this model"
@@ -280,7 +282,7 @@ def add_interpolation_flags(p: argparse.ArgumentParser) -> None:
         dest="lam",
         type=float,
         metavar="L",
-        help="the run's weight in the interpolation (0.5)",
+        help=f"the run's weight in the interpolation ({DEFAULT_LAMBDA}, as Mikolov's)",
     )
     g.add_argument(
         "--tune-lambda",

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from rnnkit.cli.lm import add_interpolation_flags
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.evaluation.interpolation import DEFAULT_LAMBDA
 
@@ -33,19 +34,7 @@ def register(subparsers: Any) -> None:
         "model", metavar="MODEL", help="word-level run directory, or ARPA file (plain or .gz)"
     )
     p.add_argument("nbest", metavar="NBEST", help="n-best list (UTF-8)")
-    p.add_argument("--ngram", metavar="ARPA", help="interpolate MODEL with this n-gram model")
-    p.add_argument(
-        "--lambda",
-        dest="lam",
-        type=float,
-        metavar="L",
-        help=f"MODEL's weight in the interpolation with --ngram ({DEFAULT_LAMBDA}, as Mikolov's)",
-    )
-    p.add_argument(
-        "--tune-lambda",
-        metavar="VALID",
-        help="choose --lambda that minimises the interpolated perplexity on this text",
-    )
+    add_interpolation_flags(p)
     p.add_argument(
         "--lm-weight", type=float, default=1.0, help="weight of the LM log10 probability (1.0)"
     )
