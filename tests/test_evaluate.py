@@ -12,7 +12,13 @@ import torch
 
 import rnnkit
 from rnnkit.cli import main
-from rnnkit.evaluation.stream import stream_loss
+from rnnkit.errors import ConfigError
+from rnnkit.evaluation.stream import (
+    DYNAMIC_WINDOW,
+    dynamic_log_probs,
+    stream_log_probs,
+    stream_loss,
+)
 
 
 def test_eval_does_not_depend_on_batch_size(tiny_run: Path) -> None:
@@ -63,3 +69,53 @@ def test_builtin_corpus_ships_with_the_package() -> None:
 
     path = resolve_corpus("shakespeare")
     assert path.is_file() and path.stat().st_size == 1_115_394
+
+
+# -- dynamic evaluation --------------------------------------------------------------------
+
+
+def test_dynamic_evaluation_at_rate_0_is_the_static_score(tiny_run: Path) -> None:
+    run = rnnkit.load(tiny_run)
+    ids = np.random.default_rng(1).integers(0, len(run.vocab), 95).astype(np.int32)
+    static = stream_log_probs(run.model, ids, batch_size=1, bptt=64)
+    np.testing.assert_allclose(dynamic_log_probs(run.model, ids, 0.0), static, rtol=1e-5)
+
+
+def test_dynamic_evaluation_scores_each_window_before_learning_from_it(tiny_run: Path) -> None:
+    """A text read twice: the first window is scored by the saved model, as statically; the
+    second copy is predicted better once the model has learnt from the first; the saved
+    model is not changed."""
+    run = rnnkit.load(tiny_run)
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    half = np.random.default_rng(2).integers(0, len(run.vocab), 60).astype(np.int32)
+    ids = np.concatenate([half, half])
+    static = stream_log_probs(run.model, ids, batch_size=1, bptt=64)
+    dynamic = dynamic_log_probs(run.model, ids, 0.1)
+    w = DYNAMIC_WINDOW
+    np.testing.assert_allclose(dynamic[:w], static[:w], rtol=1e-5)  # nothing learnt yet
+    assert not np.allclose(dynamic[w : 2 * w], static[w : 2 * w])  # the first step changed it
+    second = slice(len(half), None)  # predictions of the repeated copy
+    assert dynamic[second].sum() > static[second].sum() + 10  # nats
+    for k, v in run.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_dynamic_evaluation_from_the_cli(
+    tiny_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = tiny_run.parent / "tiny.txt"
+    assert main(["eval", str(tiny_run), str(corpus), "--dynamic", "0.003", "--format", "json"]) == 0
+    dynamic = json.loads(capsys.readouterr().out)
+    static = rnnkit.evaluate(tiny_run, corpus)
+    assert dynamic["tokens"] == static.tokens
+    # the model keeps learning from a text it was trained on: it predicts it better still
+    assert dynamic["nats_per_char"] < static.nats_per_token
+    assert main(["eval", str(tiny_run), str(corpus), "--dynamic", "-1"]) == 2
+    assert "--dynamic must be a learning rate" in capsys.readouterr().err
+
+
+def test_dynamic_evaluation_needs_a_stream_run(word_runs: dict[str, Path], tmp_path: Path) -> None:
+    text = tmp_path / "t.txt"
+    text.write_text("the cat sees it\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="sentence mode"):
+        rnnkit.evaluate(word_runs["sentence"], text, dynamic=0.1)

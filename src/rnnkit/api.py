@@ -24,7 +24,7 @@ from rnnkit.errors import ConfigError, DataError, RunError
 from rnnkit.evaluation.interpolation import DEFAULT_LAMBDA, check_lambda, interpolate_log10
 from rnnkit.evaluation.interpolation import tune_lambda as tune_lambda_weight
 from rnnkit.evaluation.sentences import ScoreResult, markers, score_lines, sentence_log_probs
-from rnnkit.evaluation.stream import stream_log_probs
+from rnnkit.evaluation.stream import dynamic_log_probs, stream_log_probs
 from rnnkit.generation import check_sampling, sample
 from rnnkit.models import LanguageModel, ModelConfig, make_model
 from rnnkit.models.output import default_classes, frequency_classes
@@ -451,6 +451,7 @@ def evaluate(
     ngram: str | os.PathLike[str] | None = None,
     lam: float | None = None,
     tune_lambda: str | os.PathLike[str] | None = None,
+    dynamic: float | None = None,
 ) -> EvalResult:
     """Cross-entropy of ``file`` under the run's best model (or under an ARPA file).
 
@@ -460,11 +461,19 @@ def evaluate(
 
     ``ngram`` (an ARPA file) is interpolated word by word with weight ``lam`` for the run
     (Mikolov's convention), or with the weight that minimises the interpolated perplexity of
-    the text ``tune_lambda``.
+    the text ``tune_lambda``. ``dynamic`` (a learning rate; stream mode) scores with dynamic
+    evaluation: the model keeps learning from the text as it reads it (each window of
+    tokens scored before the SGD step on it; see
+    :func:`~rnnkit.evaluation.stream.dynamic_log_probs`), and the ``tune_lambda`` text is
+    read the same way, from the saved weights again.
     """
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, not {batch_size}.")
+    if dynamic is not None and not (math.isfinite(dynamic) and dynamic >= 0):
+        raise ConfigError(f"--dynamic must be a learning rate of 0 or more, not {dynamic}.")
     if not isinstance(run, LoadedRun) and _is_arpa(run):
+        if dynamic is not None:
+            raise ConfigError("--dynamic adapts an RNN run as it reads: MODEL is an ARPA file.")
         if ngram is not None or lam is not None or tune_lambda is not None:
             raise ConfigError("--ngram, --lambda and --tune-lambda need an RNN run as MODEL.")
         scores = _arpa(run).score_sentences(_lines(file, "evaluation"))
@@ -472,7 +481,7 @@ def evaluate(
             str(file), "word", scores.num_tokens, scores.num_oov, -scores.total_log10 * math.log(10)
         )
     loaded = _as_run(run, device)
-    logp, unknown = _token_log_probs(loaded, file, batch_size, bptt)
+    logp, unknown = _token_log_probs(loaded, file, batch_size, bptt, dynamic)
     if ngram is None:
         if lam is not None or tune_lambda is not None:
             raise ConfigError("--lambda and --tune-lambda need --ngram ARPA to interpolate with.")
@@ -483,7 +492,7 @@ def evaluate(
     if tune_lambda is not None:
         if lam is not None:
             raise ConfigError("--lambda and --tune-lambda conflict: give one.")
-        valid, _ = _token_log_probs(loaded, tune_lambda, batch_size, bptt)
+        valid, _ = _token_log_probs(loaded, tune_lambda, batch_size, bptt, dynamic)
         valid_ng = _aligned_ngram_log10(model, tune_lambda, len(valid))
         lam, _ = tune_lambda_weight(valid / math.log(10), valid_ng)
     lam = check_lambda(DEFAULT_LAMBDA if lam is None else lam)
@@ -514,13 +523,22 @@ def _lines(file: str | os.PathLike[str], what: str) -> list[str]:
 
 
 def _token_log_probs(
-    loaded: LoadedRun, file: str | os.PathLike[str], batch_size: int, bptt: int
+    loaded: LoadedRun,
+    file: str | os.PathLike[str],
+    batch_size: int,
+    bptt: int,
+    dynamic: float | None = None,
 ) -> tuple[np.ndarray, int]:
     """Each predicted token's log-probability (nats, text order) and the unknown count."""
     vocab = loaded.vocab
+    sentence_mode = loaded.mode == "sentence" and vocab.level == "word"
+    if dynamic is not None and sentence_mode:
+        raise ConfigError(
+            "--dynamic reads the text as one stream: this run was trained in sentence mode."
+        )
     enc = encode_file(file, vocab, what="evaluation")
     dev = next(loaded.model.parameters()).device
-    if loaded.mode == "sentence" and vocab.level == "word":
+    if sentence_mode:
         bos, eos = markers(vocab)
         sents = Sentences.from_stream(enc.ids, eos, keep_empty=True)
         if len(sents) == 0:
@@ -534,6 +552,8 @@ def _token_log_probs(
         ids = np.concatenate([np.array([vocab.eos_id], dtype=np.int32), ids])  # context for line 1
     if len(ids) < 2:
         raise DataError(f"evaluation file {str(file)!r} is empty or too short to score.")
+    if dynamic is not None:
+        return dynamic_log_probs(loaded.model, ids, dynamic, device=dev), enc.unknown
     return stream_log_probs(
         loaded.model, ids, batch_size=batch_size, bptt=bptt, device=dev
     ), enc.unknown

@@ -233,6 +233,13 @@ def _register_eval(subparsers: Any) -> None:
     p.add_argument("file", metavar="FILE", help="UTF-8 text to evaluate")
     add_interpolation_flags(p)
     p.add_argument("--batch-size", type=int, default=16, help="parallel columns (16)")
+    p.add_argument(
+        "--dynamic",
+        type=float,
+        metavar="LR",
+        help="dynamic evaluation (Mikolov's RNNLM -dynamic): read the text as one stream and "
+        "take an SGD step of this rate after scoring every 10 tokens",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_eval)
@@ -249,6 +256,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ngram=args.ngram,
         lam=args.lam,
         tune_lambda=args.tune_lambda,
+        dynamic=args.dynamic,
     )
     if args.format == "json":
         print(json.dumps(result.to_dict()))
@@ -261,6 +269,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"loss:       {result.nats_per_token:.4f} nats/{u}")
     print(f"bits:       {result.bits_per_token:.4f} bits/{u}")
     print(f"perplexity: {result.perplexity:.3f} (per {u})")
+    if args.dynamic is not None:
+        print(f"dynamic:    the run adapted as it read, SGD learning rate {args.dynamic:g}")
     if result.interpolation:
         mix = result.interpolation
         print(

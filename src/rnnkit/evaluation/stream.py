@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rnnkit.models import LanguageModel, State, cat_states, select_state
+from rnnkit.errors import RnnkitError
+from rnnkit.models import LanguageModel, State, cat_states, detach_state, select_state
 from rnnkit.text.batching import batchify, num_windows, tail, window
 
 
@@ -87,3 +88,44 @@ def _warm_state(
         rest = select_state(state, slice(1, None))
         return cat_states([zero, rest])
     return state
+
+
+#: Tokens scored between two updates in dynamic evaluation (Mikolov's toolkit updates after
+#: every word; a short window keeps the model almost as fresh at a tenth of the steps).
+DYNAMIC_WINDOW = 10
+
+
+def dynamic_log_probs(
+    model: LanguageModel,
+    ids: np.ndarray,
+    lr: float,
+    device: torch.device | str = "cpu",
+    window_size: int = DYNAMIC_WINDOW,
+) -> np.ndarray:
+    """log P(ids[i] | ids[:i]) as :func:`stream_log_probs` gives them, under dynamic
+    evaluation (Mikolov et al. 2010; Krause et al. 2018): the text is read once, in order,
+    as one stream; each window of tokens is scored first and then the model takes one SGD
+    step of rate ``lr`` on their summed negative log-likelihood, so every prediction uses
+    only the text before it. ``model`` itself is left unchanged (a copy is adapted).
+    """
+    import copy
+
+    adapted = copy.deepcopy(model).to(device)
+    adapted.eval()  # no dropout: the adapted model is the one that scores
+    optimizer = torch.optim.SGD(adapted.parameters(), lr=lr)
+    out = np.zeros(max(len(ids) - 1, 0), dtype=np.float64)
+    row = ids.reshape(1, -1)
+    state: State | None = None
+    # cuDNN's RNN backward refuses a model in eval mode; the native kernels do not
+    with torch.backends.cudnn.flags(enabled=False):
+        for i in range(num_windows(row, window_size)):
+            x, y = window(row, i, window_size)
+            logp, state = adapted.log_prob(to_tensor(x, device), to_tensor(y, device), state)
+            out[i * window_size : i * window_size + y.shape[1]] = logp.detach().double().cpu()[0]
+            optimizer.zero_grad(set_to_none=True)
+            logp.sum().neg().backward()
+            optimizer.step()
+            state = detach_state(state)
+    if not np.all(np.isfinite(out)):
+        raise RnnkitError(f"dynamic evaluation diverged with learning rate {lr}; lower it.")
+    return out
