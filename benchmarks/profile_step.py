@@ -8,6 +8,7 @@ tokens/s without the profiler.
     python benchmarks/profile_step.py --output full  --hidden 200   # the output layer dominates
     python benchmarks/profile_step.py --output class --hidden 200   # after: spread out
     python benchmarks/profile_step.py --output class --hidden 100 --batch-size 128
+    python benchmarks/profile_step.py --compile      # and torch.compile: compile time, speed-up
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--rows", type=int, default=15, help="operators to list")
     p.add_argument("--threads", type=int)
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the step with the model's loss under torch.compile (same run)",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -83,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.steps * 3):
             trainer.train_step()
         rate = args.steps * 3 * args.batch_size * args.bptt / (time.perf_counter() - t)
+        if args.compile:
+            compiled_rate, compile_s = _compiled_rate(trainer, model, args.steps * 3)
+            print(
+                f"torch.compile: first step {compile_s:.1f} s (compiling); then "
+                f"{compiled_rate * args.batch_size * args.bptt:,.0f} tokens/s against "
+                f"{rate:,.0f} eager: {compiled_rate * args.batch_size * args.bptt / rate:.2f}x"
+            )
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(args.steps):
                 trainer.train_step()
@@ -93,6 +106,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
     return 0
+
+
+def _compiled_rate(trainer: Trainer, model: torch.nn.Module, steps: int) -> tuple[float, float]:
+    """Steps/s of the trainer's step with ``model.loss`` compiled, and the compile time."""
+    eager = model.loss
+    model.loss = torch.compile(eager)  # type: ignore[method-assign]
+    try:
+        t = time.perf_counter()
+        trainer.train_step()
+        first = time.perf_counter() - t
+        for _ in range(4):
+            trainer.train_step()
+        t = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step()
+        return steps / (time.perf_counter() - t), first
+    finally:
+        model.loss = eager  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":
