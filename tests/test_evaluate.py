@@ -119,3 +119,10 @@ def test_dynamic_evaluation_needs_a_stream_run(word_runs: dict[str, Path], tmp_p
     text.write_text("the cat sees it\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="sentence mode"):
         rnnkit.evaluate(word_runs["sentence"], text, dynamic=0.1)
+
+
+def test_a_perplexity_beyond_float_range_is_inf_not_an_error() -> None:
+    from rnnkit.api import EvalResult
+
+    assert EvalResult("f", "word", 10, 0, 1e6).perplexity == math.inf
+    assert EvalResult("f", "word", 10, 0, 10.0).perplexity == pytest.approx(math.e)

@@ -426,7 +426,8 @@ class EvalResult:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.nats_per_token)
+        nats = self.nats_per_token
+        return math.exp(nats) if nats < 700 else math.inf  # beyond float range: inf, no error
 
     def to_dict(self) -> dict[str, Any]:
         return {
