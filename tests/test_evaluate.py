@@ -126,3 +126,16 @@ def test_a_perplexity_beyond_float_range_is_inf_not_an_error() -> None:
 
     assert EvalResult("f", "word", 10, 0, 1e6).perplexity == math.inf
     assert EvalResult("f", "word", 10, 0, 10.0).perplexity == pytest.approx(math.e)
+
+
+def test_dynamic_evaluation_of_an_arpa_model_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rnnkit.ngram import train_kneser_ney, write_arpa
+
+    text = tmp_path / "t.txt"
+    text.write_text("the cat sees it\nthe dog sees it\n", encoding="utf-8")
+    arpa = tmp_path / "m.arpa"
+    write_arpa(train_kneser_ney(text, order=2, discount_fallback=(0.5, 1, 1.5)), arpa)
+    assert main(["eval", str(arpa), str(text), "--dynamic", "0.1"]) == 2
+    assert "--dynamic adapts an RNN run" in capsys.readouterr().err

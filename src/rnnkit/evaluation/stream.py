@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -108,8 +110,6 @@ def dynamic_log_probs(
     step of rate ``lr`` on their summed negative log-likelihood, so every prediction uses
     only the text before it. ``model`` itself is left unchanged (a copy is adapted).
     """
-    import copy
-
     adapted = copy.deepcopy(model).to(device)
     adapted.eval()  # no dropout: the adapted model is the one that scores
     optimizer = torch.optim.SGD(adapted.parameters(), lr=lr)

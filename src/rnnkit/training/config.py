@@ -69,9 +69,9 @@ class TrainConfig:
     epochs and then multiplies it by ``lr_decay`` after every epoch; ``linear`` lowers it at
     every step in proportion to the budget spent (steps of ``epochs``, or seconds of
     ``--max-time`` when that ends first), reaching 0 at the end (budgeted training, Li et al.
-    2020: the best use of a fixed budget, where halving on a noisy stall stops too early). ``patience`` stops after
-    that many validations without a new best (0: never). ``validate_every`` validates every N
-    steps as well as after each epoch (0: epochs only). ``average``: from the first
+    2020: the best use of a fixed budget, where halving on a noisy stall stops too early).
+    ``patience`` stops after that many validations without a new best (0: never).
+    ``validate_every`` validates every N steps as well as after each epoch (0: epochs only). ``average``: from the first
     validation that improves by less than ``min_improvement``, keep the running mean of the
     weights (updated every ``average_every`` steps) and validate and save that mean (triggered
     averaging, NT-ASGD, Merity et al. 2018; here with any optimizer and schedule).
