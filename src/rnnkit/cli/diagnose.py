@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from rnnkit.choices import CELLS, LEVELS, NONLINEARITIES
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -28,7 +30,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--level",
-        choices=("char", "word"),
+        choices=LEVELS,
         default="char",
         help="tokens are characters or words, without RUN (char)",
     )
@@ -36,14 +38,14 @@ def register(subparsers: Any) -> None:
     g.add_argument(
         "--cell",
         nargs="+",
-        choices=("rnn", "gru", "lstm"),
-        default=["rnn", "gru", "lstm"],
+        choices=CELLS,
+        default=list(CELLS),
         help="cells to compare (all three)",
     )
     g.add_argument(
         "--nonlinearity",
         nargs="+",
-        choices=("tanh", "relu"),
+        choices=NONLINEARITIES,
         default=None,
         help="g1 of the Elman RNN (tanh and relu)",
     )

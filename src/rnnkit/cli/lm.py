@@ -7,6 +7,19 @@ import json
 import sys
 from typing import Any
 
+from rnnkit.choices import (
+    ARCHS,
+    CELLS,
+    LEVELS,
+    MODES,
+    NONLINEARITIES,
+    OPTIMIZERS,
+    OUTPUTS,
+    PRECISIONS,
+    SCHEDULES,
+    TOKENIZERS,
+)
+
 
 def _log(msg: str) -> None:
     from tqdm import tqdm
@@ -41,22 +54,20 @@ def _register_train(subparsers: Any) -> None:
         "--valid", metavar="FILE", help="validation text (default: the corpus's last part)"
     )
     g.add_argument("--valid-fraction", type=float, help="fraction held out for validation (0.1)")
-    g.add_argument(
-        "--level", choices=("char", "word"), help="tokens are characters or words (char)"
-    )
+    g.add_argument("--level", choices=LEVELS, help="tokens are characters or words (char)")
     g.add_argument(
         "--vocab-size", type=int, help="keep the most frequent tokens (specials included)"
     )
     g.add_argument("--min-count", type=int, help="tokens seen fewer times become <unk> (1)")
     g.add_argument(
         "--mode",
-        choices=("stream", "sentence"),
+        choices=MODES,
         help="stream: one text, state carried across lines (PTB); sentence: each line "
         "independent, <s> .. </s>, padded batches (word level) (stream)",
     )
     g.add_argument(
         "--tokenizer",
-        choices=("whitespace", "words"),
+        choices=TOKENIZERS,
         help="whitespace: text already tokenised (PTB); words: raw text to words and "
         "punctuation (whitespace)",
     )
@@ -64,14 +75,14 @@ def _register_train(subparsers: Any) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
         "--arch",
-        choices=("rnn", "window"),
+        choices=ARCHS,
         help="rnn: recurrent (--cell); window: Bengio et al.'s fixed-window LM (rnn)",
     )
     g.add_argument(
         "--context", type=int, help="previous tokens the window LM reads (n-gram order - 1) (4)"
     )
-    g.add_argument("--cell", choices=("rnn", "gru", "lstm"), help="recurrent cell (rnn: Elman)")
-    g.add_argument("--nonlinearity", choices=("tanh", "relu"), help="g1 of the Elman RNN (tanh)")
+    g.add_argument("--cell", choices=CELLS, help="recurrent cell (rnn: Elman)")
+    g.add_argument("--nonlinearity", choices=NONLINEARITIES, help="g1 of the Elman RNN (tanh)")
     g.add_argument(
         "--hidden-size", "--hidden", type=int, dest="hidden_size", help="units per layer (256)"
     )
@@ -104,7 +115,7 @@ def _register_train(subparsers: Any) -> None:
     )
     g.add_argument(
         "--output",
-        choices=("full", "class", "adaptive"),
+        choices=OUTPUTS,
         help="output layer, all exact: full softmax; class: Mikolov's frequency classes, "
         "~50x less work at 10k words; adaptive: Grave et al.'s adaptive softmax (full)",
     )
@@ -118,11 +129,11 @@ def _register_train(subparsers: Any) -> None:
     g.add_argument("--epochs", type=int, help="passes over the training text (20)")
     g.add_argument("--batch-size", type=int, help="parallel columns of the text stream (32)")
     g.add_argument("--bptt", type=int, help="truncated BPTT window, in steps (64)")
-    g.add_argument("--optimizer", choices=("adam", "sgd"), help="adam (default) or sgd")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="adam (default) or sgd")
     g.add_argument("--lr", type=float, help="learning rate (adam 2e-3, sgd 1.0)")
     g.add_argument(
         "--lr-schedule",
-        choices=("rnnlm", "plateau", "constant", "step", "linear"),
+        choices=SCHEDULES,
         help="rnnlm: Mikolov's halve-then-stop; plateau: halve when validation stalls; "
         "step: Zaremba's fixed decay per epoch; linear: down to 0 at the end of --epochs "
         "or --max-time, whichever comes first (plateau)",
@@ -144,7 +155,7 @@ def _register_train(subparsers: Any) -> None:
     g.add_argument("--eval-batch-size", type=int, help="batch columns for validation (16)")
     g.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
+        choices=PRECISIONS,
         help="bf16: train with bfloat16 autocast, ~2x faster on CPUs with avx512_bf16/AMX "
         "(evaluation stays fp32) (fp32)",
     )

@@ -7,12 +7,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+from rnnkit.choices import ARCHS, CELLS, NONLINEARITIES, OUTPUTS
 from rnnkit.errors import ConfigError, did_you_mean
-
-ARCHS = ("rnn", "window")
-CELLS = ("rnn", "gru", "lstm")
-NONLINEARITIES = ("tanh", "relu")
-OUTPUTS = ("full", "class", "adaptive")
 
 
 @dataclass

@@ -407,9 +407,6 @@ class AdaptiveSoftmax(OutputLayer):
         return self.adaptive.log_prob(h.reshape(-1, h.shape[-1])).view(*shape, -1)
 
 
-OUTPUTS = ("full", "class", "adaptive")
-
-
 def make_head(config: Any, hidden_size: int) -> OutputLayer:
     """The output layer a :class:`~rnnkit.models.ModelConfig` names (``config.output``)."""
     V = config.vocab_size
@@ -424,7 +421,6 @@ def make_head(config: Any, hidden_size: int) -> OutputLayer:
 
 
 __all__ = [
-    "OUTPUTS",
     "AdaptiveSoftmax",
     "ClassSoftmax",
     "FullSoftmax",

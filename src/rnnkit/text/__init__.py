@@ -1,5 +1,6 @@
 """Text: reading UTF-8, tokenising, the vocabulary, encoding to int32 arrays, batching."""
 
+from rnnkit.choices import LEVELS
 from rnnkit.text.corpus import (
     BUILTIN_CORPORA,
     Encoded,
@@ -10,7 +11,7 @@ from rnnkit.text.corpus import (
     resolve_corpus,
 )
 from rnnkit.text.reading import iter_text, read_text
-from rnnkit.text.vocab import BOS, EOS, LEVELS, UNK, Vocab
+from rnnkit.text.vocab import BOS, EOS, UNK, Vocab
 
 __all__ = [
     "BOS",

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from rnnkit.choices import LEVELS
 from rnnkit.errors import ConfigError, DataError
 from rnnkit.text.reading import iter_text
 from rnnkit.text.tokenize import check_tokenizer, tokenize
-from rnnkit.text.vocab import BOS, EOS, LEVELS, UNK, Vocab
+from rnnkit.text.vocab import BOS, EOS, UNK, Vocab
 
 BUILTIN_CORPORA = ("shakespeare",)
 

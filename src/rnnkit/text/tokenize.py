@@ -22,9 +22,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from rnnkit.choices import TOKENIZERS
 from rnnkit.errors import ConfigError, did_you_mean
-
-TOKENIZERS = ("whitespace", "words")
 
 # Combining marks (Unicode category M*) are not matched by \w; the blocks below hold those of
 # the Latin, Greek, Cyrillic, Hebrew, Arabic, Indic, Thai and CJK scripts.

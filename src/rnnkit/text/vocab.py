@@ -14,7 +14,6 @@ from rnnkit.text.tokenize import tokenize
 UNK = "<unk>"
 EOS = "</s>"
 BOS = "<s>"
-LEVELS = ("char", "word")
 
 
 class Vocab:

@@ -6,13 +6,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from rnnkit.choices import MODES, OPTIMIZERS, PRECISIONS, SCHEDULES
 from rnnkit.errors import ConfigError, did_you_mean
 from rnnkit.text.tokenize import check_tokenizer
 
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("rnnlm", "plateau", "constant", "step", "linear")
-MODES = ("stream", "sentence")
-PRECISIONS = ("fp32", "bf16")
 DEFAULT_LR = {"adam": 2e-3, "sgd": 1.0}
 
 
