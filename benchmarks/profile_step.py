@@ -26,9 +26,9 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import data_dir, print_machine
 
-from rnnkit.api import _prepare_data
 from rnnkit.models import ModelConfig, make_model
 from rnnkit.models.output import default_classes, frequency_classes
+from rnnkit.text.dataset import prepare_data
 from rnnkit.training import TrainConfig, Trainer
 from rnnkit.training.config import DataConfig
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PTB not found in {ptb} (set RNNKIT_DATA).")
         return 2
     print_machine()
-    data = _prepare_data(
+    data = prepare_data(
         DataConfig(
             corpus=str(ptb / "ptb.train.txt"), valid=str(ptb / "ptb.valid.txt"), level="word"
         ),

@@ -52,11 +52,11 @@ import plain
 from common import ROOT, data_dir, emit_json, print_machine
 
 import rnnkit
-from rnnkit.api import _prepare_data
 from rnnkit.evaluation.stream import stream_log_probs
 from rnnkit.models import ModelConfig, make_model
 from rnnkit.models.output import AdaptiveSoftmax, ClassSoftmax, default_classes, frequency_classes
 from rnnkit.text import encode_file
+from rnnkit.text.dataset import prepare_data
 from rnnkit.training import TrainConfig, Trainer
 from rnnkit.training.checkpoint import LoadedRun
 from rnnkit.training.config import DataConfig
@@ -173,7 +173,7 @@ def kit_step(trainer: Trainer) -> None:
 class Data:
     def __init__(self, ptb: Path, quick: bool) -> None:
         t0 = time.perf_counter()
-        data = _prepare_data(
+        data = prepare_data(
             DataConfig(
                 corpus=str(ptb / "ptb.train.txt"), valid=str(ptb / "ptb.valid.txt"), level="word"
             ),

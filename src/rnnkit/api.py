@@ -28,8 +28,9 @@ from rnnkit.evaluation.stream import dynamic_log_probs, stream_log_probs
 from rnnkit.generation import check_sampling, sample
 from rnnkit.models import LanguageModel, ModelConfig, make_model
 from rnnkit.models.output import default_classes, frequency_classes
-from rnnkit.text import BUILTIN_CORPORA, Vocab, build_vocab, decode, encode_file, encode_text
-from rnnkit.text.corpus import check_level, iter_lines, resolve_corpus
+from rnnkit.text import BUILTIN_CORPORA, Vocab, decode, encode_file, encode_text
+from rnnkit.text.corpus import iter_lines
+from rnnkit.text.dataset import PreparedData, bincount, prepare_data
 from rnnkit.text.sentences import SentenceBatches, Sentences
 from rnnkit.training.checkpoint import (
     RUN_FILES,
@@ -90,82 +91,8 @@ def _as_run(run: str | os.PathLike[str] | LoadedRun, device: str | None) -> Load
 # -- train ------------------------------------------------------------------------------
 
 
-@dataclass
-class _Data:
-    vocab: Vocab
-    train_ids: np.ndarray
-    valid_ids: np.ndarray
-
-
-def _prepare_data(data: DataConfig, vocab: Vocab | None) -> _Data:
-    """Encode the corpus; build the vocabulary from the training part alone."""
-    check_level(data.level)
-    path = resolve_corpus(data.corpus)
-    sentence = data.mode == "sentence"
-    if vocab is None:
-        full = build_vocab(
-            path,
-            data.level,
-            tokenizer=data.tokenizer,
-            lowercase=data.lowercase,
-            sentence_markers=sentence,
-        )
-        ids = encode_file(path, full).ids
-    else:
-        full, ids = vocab, encode_file(path, vocab).ids
-    if data.valid is not None:
-        train_ids = ids
-        valid_ids = encode_file(data.valid, full, what="validation").ids
-        if len(valid_ids) < 2:
-            raise DataError(f"validation file {data.valid!r} is empty or too short to score.")
-    else:
-        cut = int(len(ids) * (1.0 - data.valid_fraction))  # as nanoGPT: first 90% / last 10%
-        if sentence and full.eos_id is not None:  # cut between sentences, near the fraction
-            ends = np.flatnonzero(ids[: len(ids) - 1] == full.eos_id) + 1
-            if len(ends):
-                cut = int(ends[max(0, int(np.searchsorted(ends, cut, side="right")) - 1)])
-        train_ids, valid_ids = ids[:cut], ids[cut:]
-        if len(valid_ids) < 2 or len(train_ids) < 2:
-            raise DataError(
-                f"corpus {str(path)!r} is too short to split for validation; give --valid FILE."
-            )
-    if vocab is not None:
-        return _Data(vocab, train_ids, valid_ids)
-    # Keep only tokens seen in the training part (and the size limits): valid and test words
-    # never enter the vocabulary.
-    counts = _bincount(train_ids, len(full))
-    kept = Vocab.from_counts(
-        {t: int(c) for t, c in zip(full.tokens, counts) if c > 0},
-        data.level,
-        max_size=data.vocab_size,
-        min_count=data.min_count,
-        specials=full.specials,
-        tokenizer=full.tokenizer,
-        lowercase=full.lowercase,
-    )
-    remap = np.array([kept.id(t) for t in full.tokens], dtype=np.int32)
-    return _Data(kept, _remap_in_place(train_ids, remap), _remap_in_place(valid_ids, remap))
-
-
-def _bincount(ids: np.ndarray, size: int, chunk: int = 1 << 22) -> np.ndarray:
-    """np.bincount a block at a time: it casts int32 ids to int64, a copy twice the corpus."""
-    counts = np.zeros(size, dtype=np.int64)
-    for i in range(0, len(ids), chunk):
-        counts += np.bincount(ids[i : i + chunk], minlength=size)
-    return counts
-
-
-def _remap_in_place(ids: np.ndarray, remap: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
-    """ids = remap[ids], a block at a time: no second copy of a 100M-token id array."""
-    if not ids.flags.writeable:
-        ids = ids.copy()
-    for i in range(0, len(ids), chunk):
-        ids[i : i + chunk] = remap[ids[i : i + chunk]]
-    return ids
-
-
 def _trainer_data(
-    data_cfg: DataConfig, train_cfg: TrainConfig, data: _Data
+    data_cfg: DataConfig, train_cfg: TrainConfig, data: PreparedData
 ) -> tuple[np.ndarray | SentenceBatches, np.ndarray | Sentences]:
     """Stream mode: the id arrays; sentence mode: training batches and validation sentences."""
     if data_cfg.mode != "sentence":
@@ -306,10 +233,10 @@ def train(
     out_path = Path(out)
     _check_out(out_path, overwrite)
     t0 = time.perf_counter()
-    data = _prepare_data(data_cfg, None)  # bad input fails here, before anything is written
+    data = prepare_data(data_cfg, None)  # bad input fails here, before anything is written
     if model_kw.get("output") == "class":  # Mikolov's classes from the training counts
         V = len(data.vocab)
-        counts = _bincount(data.train_ids, V)
+        counts = bincount(data.train_ids, V)
         model_kw["class_bounds"] = frequency_classes(
             counts, model_kw.get("classes") or default_classes(V)
         )
@@ -344,7 +271,7 @@ def train(
 
 def _make_trainer(
     model: LanguageModel,
-    data: _Data,
+    data: PreparedData,
     data_cfg: DataConfig,
     train_cfg: TrainConfig,
     run: Path,
@@ -382,7 +309,7 @@ def _resume(
     vocab = Vocab.load(run / VOCAB)
     data_cfg = from_dict(DataConfig, dict(config["data"]), "data")
     train_cfg = from_dict(TrainConfig, {**config["training"], **train_kw}, "training")
-    data = _prepare_data(data_cfg, vocab)
+    data = prepare_data(data_cfg, vocab)
     if len(data.train_ids) != config.get("stats", {}).get("train_tokens"):
         raise RunError(
             f"corpus {data_cfg.corpus!r} has changed since run {str(run)!r} started "

@@ -121,7 +121,7 @@ def test_growing_id_array_equals_the_concatenation() -> None:
 
 
 def test_bincount_in_blocks_equals_numpy() -> None:
-    from rnnkit.api import _bincount
+    from rnnkit.text.dataset import bincount
 
     ids = np.random.default_rng(1).integers(0, 50, size=10_001, dtype=np.int32)
-    np.testing.assert_array_equal(_bincount(ids, 60, chunk=999), np.bincount(ids, minlength=60))
+    np.testing.assert_array_equal(bincount(ids, 60, chunk=999), np.bincount(ids, minlength=60))
