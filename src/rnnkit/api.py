@@ -51,7 +51,7 @@ from rnnkit.training.trainer import Trainer, TrainResult
 Log = Callable[[str], None]
 
 # Settings a resumed run may change; everything else must match the saved config.
-RESUMABLE = {"epochs", "patience", "validate_every", "log_every", "min_improvement"}
+RESUMABLE = {"epochs", "patience", "min_lr", "validate_every", "log_every", "min_improvement"}
 
 
 def resolve_device(device: str | None) -> torch.device:

@@ -107,6 +107,31 @@ def test_plateau_schedule_and_patience() -> None:
     assert stop is not None and "patience" in stop
 
 
+@pytest.mark.parametrize(
+    ("kind", "losses", "stops_at"),
+    [
+        ("plateau", [5.0, 5.0, 5.0, 5.0], 2),  # halved at the 2nd and 3rd: 0.25 < 0.3
+        ("rnnlm", [5.0, 4.99, 4.0, 3.0], 2),  # halving from the 2nd, still improving
+        ("step", [5.0, 4.0, 3.0, 2.0], 2),  # decay_after 1: 1, 0.5, 0.25
+    ],
+)
+def test_min_lr_stops_once_the_rate_falls_below_it(
+    kind: str, losses: list[float], stops_at: int
+) -> None:
+    s = ValidationSchedule(kind, 1.0, min_improvement=1.01, patience=0, decay_after=1, min_lr=0.3)
+    stops = [s.step(loss, epochs_done=i)[1] for i, loss in enumerate(losses)]
+    assert all(stop is None for stop in stops[:stops_at])
+    assert "--min-lr 0.3" in str(stops[stops_at]) and s.lr < 0.3
+
+
+def test_min_lr_leaves_linear_and_zero_alone() -> None:
+    s = ValidationSchedule("linear", lr=1.0, min_improvement=1.0, patience=0, min_lr=0.5)
+    s.at_progress(0.9)
+    assert s.step(1.0) == (True, None)
+    s = ValidationSchedule("plateau", lr=1.0, min_improvement=1.0, patience=0)
+    assert all(s.step(1.0)[1] is None for _ in range(50))  # min_lr 0: never stops
+
+
 def test_step_schedule_decays_after_each_epoch() -> None:
     # Zaremba et al.'s code: epoch i (from 0) runs at lr * decay ** max(i + 1 - decay_after, 0)
     s = ValidationSchedule("step", lr=1.0, min_improvement=1.0, patience=0, decay_after=2)
@@ -137,6 +162,24 @@ def test_step_schedule_in_training(tiny_corpus: Path, tmp_path: Path) -> None:
     lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
     lrs = [r["lr"] for r in map(json.loads, lines) if r["kind"] == "valid"]
     assert lrs == [1.0, 0.25, 0.0625, 0.015625]  # the rate each next epoch runs at
+
+
+def test_min_lr_ends_a_run(tiny_corpus: Path, tmp_path: Path) -> None:
+    """The step schedule above with --min-lr 0.1: the run stops after the 3rd epoch (0.0625)."""
+    settings = {**SMALL, "epochs": 6, "patience": 0}
+    result = rnnkit.train(
+        tiny_corpus,
+        tmp_path / "r",
+        progress=False,
+        optimizer="sgd",
+        lr=1.0,
+        lr_schedule="step",
+        lr_decay=0.25,
+        decay_after=2,
+        min_lr=0.1,
+        **settings,
+    )
+    assert result.epoch == 3 and "--min-lr 0.1" in result.stopped
 
 
 def test_linear_schedule_reaches_zero_at_the_end_of_the_epochs(

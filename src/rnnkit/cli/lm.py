@@ -150,6 +150,11 @@ def _register_train(subparsers: Any) -> None:
     g.add_argument(
         "--patience", type=int, help="stop after N validations without a new best (5; 0 never)"
     )
+    g.add_argument(
+        "--min-lr",
+        type=float,
+        help="stop once the schedule lowers the learning rate below this (0: never) (0)",
+    )
     g.add_argument("--validate-every", type=int, help="also validate every N steps (0: per epoch)")
     g.add_argument("--log-every", type=int, help="log training loss every N steps (20)")
     g.add_argument("--eval-batch-size", type=int, help="batch columns for validation (16)")
@@ -187,7 +192,7 @@ SETTINGS = (
     "output", "classes", "cutoffs",
     "epochs", "batch_size", "bptt", "optimizer", "lr", "lr_schedule", "min_improvement",
     "lr_decay", "decay_after",
-    "clip", "weight_decay", "patience", "validate_every", "log_every", "eval_batch_size", "seed",
+    "clip", "weight_decay", "patience", "min_lr", "validate_every", "log_every", "eval_batch_size", "seed",
     "precision", "average", "average_every",
 )  # fmt: skip
 

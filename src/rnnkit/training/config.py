@@ -67,7 +67,8 @@ class TrainConfig:
     every step in proportion to the budget spent (steps of ``epochs``, or seconds of
     ``--max-time`` when that ends first), reaching 0 at the end (budgeted training, Li et al.
     2020: the best use of a fixed budget, where halving on a noisy stall stops too early).
-    ``patience`` stops after that many validations without a new best (0: never).
+    ``patience`` stops after that many validations without a new best (0: never);
+    ``min_lr`` stops once a validation leaves the rate below it (0: never; not ``linear``).
     ``validate_every`` validates every N steps as well as after each epoch (0: epochs only). ``average``: from the first
     validation that improves by less than ``min_improvement``, keep the running mean of the
     weights (updated every ``average_every`` steps) and validate and save that mean (triggered
@@ -86,6 +87,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     epochs: int = 20
     patience: int = 5
+    min_lr: float = 0.0  # stop once the schedule has lowered the rate below this (0: never)
     validate_every: int = 0
     log_every: int = 20
     eval_batch_size: int = 16
@@ -127,6 +129,8 @@ class TrainConfig:
                 f"--precision must be fp32 or bf16, not {self.precision!r}"
                 f"{did_you_mean(self.precision, PRECISIONS)}."
             )
+        if not self.min_lr >= 0:
+            raise ConfigError(f"--min-lr must not be negative, not {self.min_lr}.")
         if self.clip < 0:
             raise ConfigError(f"--clip must not be negative, not {self.clip}.")
         if not 0.0 < self.lr_decay <= 1.0:

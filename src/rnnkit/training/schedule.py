@@ -17,7 +17,9 @@ class ValidationSchedule:
     by ``lr_decay`` at the end of every later epoch, whatever the validation loss.
     ``linear``: set at every step by :meth:`at_progress`, from the initial rate down to 0 at
     the end of the budget; validations leave it alone.
-    ``patience`` > 0 stops after that many validations without a new best loss.
+    ``patience`` > 0 stops after that many validations without a new best loss; ``min_lr``
+    > 0 stops once a validation leaves the rate below it (``linear`` excepted: it ends at 0
+    by design), so a budget is not spent at a rate that no longer moves the weights.
     """
 
     def __init__(
@@ -28,6 +30,7 @@ class ValidationSchedule:
         patience: int,
         lr_decay: float = 0.5,
         decay_after: int = 4,
+        min_lr: float = 0.0,
     ) -> None:
         self.kind = kind
         self.lr = lr
@@ -36,6 +39,7 @@ class ValidationSchedule:
         self.decay_after = decay_after
         self.min_improvement = min_improvement
         self.patience = patience
+        self.min_lr = min_lr
         self.prev_loss = math.inf
         self.best_loss = math.inf
         self.halving = False
@@ -65,6 +69,8 @@ class ValidationSchedule:
         self.bad = 0 if is_best else self.bad + 1
         if stop is None and self.patience and self.bad >= self.patience:
             stop = f"no new best validation loss in {self.patience} validations (patience)"
+        if stop is None and self.kind != "linear" and self.lr < self.min_lr:
+            stop = f"the learning rate fell to {self.lr:.3g}, below --min-lr {self.min_lr:g}"
         self.prev_loss = loss
         self.best_loss = min(self.best_loss, loss)
         return is_best, stop

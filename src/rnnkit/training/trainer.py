@@ -167,6 +167,7 @@ class Trainer:
             config.patience,
             lr_decay=config.lr_decay,
             decay_after=config.decay_after,
+            min_lr=config.min_lr,
         )
         self.metrics = MetricsLog(self.run / METRICS)
         # The position in the data and the carried state: all saved in state.pt.
