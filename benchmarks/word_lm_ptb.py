@@ -72,6 +72,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
         precision="bf16", batch_size=32, bptt=35, optimizer="adam", lr=1e-3,
         lr_schedule="plateau", clip=0.25, epochs=200, patience=0,
     ),
+    # twice as wide, more dropout: toward Pascanu et al.'s 110 in a longer budget
+    "elman1024_full": dict(
+        cell="rnn", hidden_size=1024, tie_weights=True, dropout=0.6, output="full",
+        precision="bf16", batch_size=32, bptt=35, optimizer="adam", lr=1e-3,
+        lr_schedule="plateau", min_lr=1e-5, clip=0.25, epochs=200, patience=0,
+    ),
     # Zaremba et al. "small": 2x200, no dropout, SGD, batch 20, 20 steps, 13 epochs, the rate
     # halved after every epoch from the 5th. Their lr 1 and clip 5 apply to the loss summed
     # over the 20 steps; rnnkit averages over steps, so lr 20, clip 0.25.
@@ -108,6 +114,7 @@ TARGETS = {
     "elman512_wd": 124.7,
     "elman512_locked": 124.7,
     "elman512_full": 124.7,
+    "elman1024_full": 124.7,
     "lstm": 114.5,
     "lstm_dropout": 114.5,
     "window": None,
