@@ -6,12 +6,14 @@ import itertools
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import rnnkit
+from rnnkit.training import TrainResult
 from rnnkit.training.metrics import read_metrics
 from rnnkit.training.schedule import ValidationSchedule
 
@@ -145,12 +147,12 @@ def test_step_schedule_decays_after_each_epoch() -> None:
     assert s.lr == 0.25
 
 
-def test_step_schedule_in_training(tiny_corpus: Path, tmp_path: Path) -> None:
-    """Zaremba's schedule: the lr recorded after each epoch is lr * decay^(epoch - after)."""
-    settings = {**SMALL, "epochs": 4, "patience": 0}
-    rnnkit.train(
-        tiny_corpus,
-        tmp_path / "r",
+def _train_step_schedule(corpus: Path, out: Path, **settings: Any) -> TrainResult:
+    """SGD at lr 1 for two epochs, then times 0.25 after every epoch."""
+    settings = {**SMALL, "patience": 0, **settings}
+    return rnnkit.train(
+        corpus,
+        out,
         progress=False,
         optimizer="sgd",
         lr=1.0,
@@ -159,6 +161,11 @@ def test_step_schedule_in_training(tiny_corpus: Path, tmp_path: Path) -> None:
         decay_after=2,
         **settings,
     )
+
+
+def test_step_schedule_in_training(tiny_corpus: Path, tmp_path: Path) -> None:
+    """Zaremba's schedule: the lr recorded after each epoch is lr * decay^(epoch - after)."""
+    _train_step_schedule(tiny_corpus, tmp_path / "r", epochs=4)
     lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
     lrs = [r["lr"] for r in map(json.loads, lines) if r["kind"] == "valid"]
     assert lrs == [1.0, 0.25, 0.0625, 0.015625]  # the rate each next epoch runs at
@@ -166,19 +173,7 @@ def test_step_schedule_in_training(tiny_corpus: Path, tmp_path: Path) -> None:
 
 def test_min_lr_ends_a_run(tiny_corpus: Path, tmp_path: Path) -> None:
     """The step schedule above with --min-lr 0.1: the run stops after the 3rd epoch (0.0625)."""
-    settings = {**SMALL, "epochs": 6, "patience": 0}
-    result = rnnkit.train(
-        tiny_corpus,
-        tmp_path / "r",
-        progress=False,
-        optimizer="sgd",
-        lr=1.0,
-        lr_schedule="step",
-        lr_decay=0.25,
-        decay_after=2,
-        min_lr=0.1,
-        **settings,
-    )
+    result = _train_step_schedule(tiny_corpus, tmp_path / "r", epochs=6, min_lr=0.1)
     assert result.epoch == 3 and "--min-lr 0.1" in result.stopped
 
 
