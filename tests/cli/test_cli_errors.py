@@ -155,6 +155,10 @@ def test_damaged_config(run_copy: Path, capsys: pytest.CaptureFixture[str]) -> N
             ["train", "{corpus}", "--out", "{tmp}/x", "--max-time", "-1"],
             ["--max-time must be positive"],
         ),
+        (
+            ["train", "{corpus}", "--out", "{tmp}/x", "--min-lr", "-1"],
+            ["--min-lr must not be negative"],
+        ),
         (["eval", "{run}", "{corpus}", "--batch-size", "0"], ["--batch-size"]),
     ],
 )

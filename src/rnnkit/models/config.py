@@ -26,9 +26,9 @@ class ModelConfig:
     model stays an Elman/GRU/LSTM network at evaluation. ``locked_dropout`` draws the input
     and output dropout masks once per sequence and window, the same at every time step
     (variational dropout, Gal and Ghahramani 2016; AWD-LSTM's LockedDropout). ``output``
-    picks the output layer (see :mod:`rnnkit.models.output`): ``full`` softmax, ``class`` (``classes`` classes, 0 for
-    sqrt(V); ``class_bounds`` is filled in from the training counts) or ``adaptive``
-    (``cutoffs``, None for the default).
+    picks the output layer (see :mod:`rnnkit.models.output`): ``full`` softmax, ``class``
+    (``classes`` classes, 0 for sqrt(V); ``class_bounds`` is filled in from the training
+    counts) or ``adaptive`` (``cutoffs``, None for the default).
     """
 
     vocab_size: int
