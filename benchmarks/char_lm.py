@@ -30,6 +30,7 @@ from common import data_dir, emit_json, peak_rss_mb, print_machine
 
 import rnnkit
 from rnnkit.models import ModelConfig, RNNLanguageModel
+from rnnkit.tasks.lm import LanguageModelTask
 from rnnkit.text import build_vocab, encode_file, resolve_corpus
 from rnnkit.text.batching import batchify, num_windows, window
 from rnnkit.training import TrainConfig, Trainer
@@ -97,7 +98,8 @@ def overhead(hidden: int, batch: int, bptt: int, steps: int, rounds: int) -> dic
     model = RNNLanguageModel(ModelConfig(vocab_size=V, cell="rnn", hidden_size=hidden))
     cfg = TrainConfig(batch_size=batch, bptt=bptt, epochs=10_000, lr=2e-3, clip=5.0)
     tmp = Path(tempfile.mkdtemp(prefix="rnnkit-bench-"))
-    trainer = Trainer(model, train_ids, ids[-2000:], cfg, tmp, torch.device("cpu"), progress=False)
+    task = LanguageModelTask.stream(train_ids, ids[-2000:], batch, bptt)
+    trainer = Trainer(model, task, cfg, tmp, torch.device("cpu"), progress=False)
 
     plain_steps(5)  # warm-up both
     trainer.fit(max_steps=5)

@@ -28,6 +28,7 @@ from common import data_dir, print_machine
 
 from rnnkit.models import ModelConfig, make_model
 from rnnkit.models.output import default_classes, frequency_classes
+from rnnkit.tasks.lm import LanguageModelTask
 from rnnkit.text.dataset import prepare_data
 from rnnkit.training import TrainConfig, Trainer
 from rnnkit.training.config import DataConfig
@@ -80,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         clip=0.25, precision=args.precision,
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as run:
-        trainer = Trainer(
-            model, data.train_ids, data.valid_ids, train_cfg, Path(run), torch.device("cpu")
+        task = LanguageModelTask.stream(
+            data.train_ids, data.valid_ids, train_cfg.batch_size, train_cfg.bptt, level="word"
         )
+        trainer = Trainer(model, task, train_cfg, Path(run), torch.device("cpu"))
         for _ in range(5):
             trainer.train_step()
         t = time.perf_counter()

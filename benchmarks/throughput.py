@@ -55,6 +55,7 @@ import rnnkit
 from rnnkit.evaluation.stream import stream_log_probs
 from rnnkit.models import ModelConfig, make_model
 from rnnkit.models.output import AdaptiveSoftmax, ClassSoftmax, default_classes, frequency_classes
+from rnnkit.tasks.lm import LanguageModelTask
 from rnnkit.text import encode_file
 from rnnkit.text.dataset import prepare_data
 from rnnkit.training import TrainConfig, Trainer
@@ -163,7 +164,7 @@ def kit_step(trainer: Trainer) -> None:
     if trainer.window >= trainer.windows:
         trainer.window, trainer.epoch = 0, trainer.epoch + 1
     if trainer.window == 0:
-        trainer.hidden = None
+        trainer.carry = None
     trainer.train_step()
 
 
@@ -260,9 +261,10 @@ def train_group(
             batch_size=b, bptt=BPTT, optimizer="adam", lr=LR, clip=CLIP, precision=precision,
             epochs=10**6,
         )  # fmt: skip
+        task = LanguageModelTask.stream(data.train, data.valid, b, BPTT, level="word")
         tr = Trainer(
-            model, data.train, data.valid, cfg, tmp / f"{output}-{precision}-{b}",
-            torch.device("cpu"), progress=False,
+            model, task, cfg, tmp / f"{output}-{precision}-{b}", torch.device("cpu"),
+            progress=False,
         )  # fmt: skip
         n = calibrate(lambda tr=tr: kit_step(tr), args.seconds, args.warmup)
         fns[str(b)] = lambda tr=tr, n=n: timed_chunk(lambda: kit_step(tr), n, lambda: tr.tokens)

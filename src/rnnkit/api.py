@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from rnnkit import __version__
 from rnnkit.errors import ConfigError, DataError, RunError
 from rnnkit.evaluation.interpolation import DEFAULT_LAMBDA, check_lambda, interpolate_log10
 from rnnkit.evaluation.interpolation import tune_lambda as tune_lambda_weight
@@ -28,10 +27,11 @@ from rnnkit.evaluation.stream import dynamic_log_probs, stream_log_probs
 from rnnkit.generation import check_sampling, sample
 from rnnkit.models import LanguageModel, ModelConfig, make_model
 from rnnkit.models.output import default_classes, frequency_classes
+from rnnkit.tasks.lm import LanguageModelTask
 from rnnkit.text import BUILTIN_CORPORA, Vocab, decode, encode_file, encode_text
 from rnnkit.text.corpus import iter_lines
-from rnnkit.text.dataset import PreparedData, bincount, prepare_data
-from rnnkit.text.sentences import SentenceBatches, Sentences
+from rnnkit.text.dataset import DataConfig, PreparedData, bincount, prepare_data
+from rnnkit.text.sentences import Sentences
 from rnnkit.training.checkpoint import (
     RUN_FILES,
     STATE,
@@ -42,11 +42,11 @@ from rnnkit.training.checkpoint import (
     load_run,
     load_state,
     read_config,
-    save_weights,
     write_config,
 )
-from rnnkit.training.config import DataConfig, TrainConfig, from_dict
+from rnnkit.training.config import TrainConfig, from_dict
 from rnnkit.training.trainer import Trainer, TrainResult
+from rnnkit.version import __version__
 
 Log = Callable[[str], None]
 
@@ -78,34 +78,24 @@ def set_threads(threads: int | None) -> None:
 def load(
     run: str | os.PathLike[str], weights: str = "best", device: str | None = "cpu"
 ) -> LoadedRun:
-    """A run's model (best weights by default), vocabulary and config."""
+    """A run's model, vocabulary and config.
+
+    ``weights`` ``best`` (default): the best validated weights (a run stopped before any
+    validation has validated its final weights at the stop; one killed before that gives
+    its last weights, with a warning on the ``rnnkit`` logger); ``last``: the latest.
+    """
     return load_run(run, weights=weights, device=resolve_device(device))
 
 
-def _as_run(run: str | os.PathLike[str] | LoadedRun, device: str | None) -> LoadedRun:
+def _as_run(
+    run: str | os.PathLike[str] | LoadedRun, device: str | None, weights: str = "best"
+) -> LoadedRun:
     if isinstance(run, LoadedRun):
         return run
-    return load(run, device=device)
+    return load(run, weights=weights, device=device)
 
 
 # -- train ------------------------------------------------------------------------------
-
-
-def _trainer_data(
-    data_cfg: DataConfig, train_cfg: TrainConfig, data: PreparedData
-) -> tuple[np.ndarray | SentenceBatches, np.ndarray | Sentences]:
-    """Stream mode: the id arrays; sentence mode: training batches and validation sentences."""
-    if data_cfg.mode != "sentence":
-        return data.train_ids, data.valid_ids
-    bos, eos = markers(data.vocab)
-    valid = Sentences.from_stream(data.valid_ids, eos)
-    if len(valid) == 0:
-        raise DataError(
-            f"validation text of {data_cfg.corpus!r} holds no sentences (only empty lines)."
-        )
-    train = Sentences.from_stream(data.train_ids, eos)
-    batches = SentenceBatches(train, bos, eos, train_cfg.batch_size, train_cfg.bptt, train_cfg.seed)
-    return batches, valid
 
 
 def _split_settings(
@@ -184,7 +174,7 @@ def train(
     threads: int | None = None,
     progress: bool | None = None,
     log: Log | None = None,
-    on_validation: Callable[[dict[str, Any], LanguageModel], None] | None = None,
+    on_validation: Callable[[dict[str, Any], torch.nn.Module], None] | None = None,
     **settings: Any,
 ) -> TrainResult:
     """Train a language model into run directory ``out``, or continue the run ``resume``.
@@ -250,6 +240,7 @@ def train(
     model = make_model(model_cfg)
     config = {
         "rnnkit_version": __version__,
+        "task": LanguageModelTask.name,
         "model": model_cfg.to_dict(),
         "data": dataclasses.asdict(data_cfg),
         "training": dataclasses.asdict(train_cfg),
@@ -257,7 +248,6 @@ def train(
     }
     data.vocab.save(out_path / VOCAB)
     trainer = _make_trainer(model, data, data_cfg, train_cfg, out_path, dev, progress, log)
-    save_weights(model, out_path / "model.safetensors", step="0")
     trainer.save_checkpoint()
     write_config(out_path, config)  # last: the folder is a run once everything is in place
     shape = (
@@ -279,11 +269,15 @@ def _make_trainer(
     progress: bool | None,
     log: Log,
 ) -> Trainer:
-    train_data, valid_data = _trainer_data(data_cfg, train_cfg, data)
-    return Trainer(
-        model, train_data, valid_data, train_cfg, run, dev,
-        unit=_unit(data_cfg.level), progress=progress, log=log,
-    )  # fmt: skip
+    task = LanguageModelTask(
+        data,
+        data_cfg,
+        train_cfg.batch_size,
+        train_cfg.bptt,
+        train_cfg.seed,
+        eval_batch_size=train_cfg.eval_batch_size,
+    )
+    return Trainer(model, task, train_cfg, run, dev, progress=progress, log=log)
 
 
 def _unit(level: str) -> str:
@@ -300,7 +294,7 @@ def _resume(
     max_steps: int | None,
     progress: bool | None,
     log: Log,
-    on_validation: Callable[[dict[str, Any], LanguageModel], None] | None = None,
+    on_validation: Callable[[dict[str, Any], torch.nn.Module], None] | None = None,
 ) -> TrainResult:
     config = read_config(run)
     if "corpus" in data_kw and data_kw["corpus"] not in BUILTIN_CORPORA:
@@ -380,6 +374,7 @@ def evaluate(
     lam: float | None = None,
     tune_lambda: str | os.PathLike[str] | None = None,
     dynamic: float | None = None,
+    weights: str = "best",
 ) -> EvalResult:
     """Cross-entropy of ``file`` under the run's best model (or under an ARPA file).
 
@@ -408,7 +403,7 @@ def evaluate(
         return EvalResult(
             str(file), "word", scores.num_tokens, scores.num_oov, -scores.total_log10 * math.log(10)
         )
-    loaded = _as_run(run, device)
+    loaded = _as_run(run, device, weights)
     logp, unknown = _token_log_probs(loaded, file, batch_size, bptt, dynamic)
     if ngram is None:
         if lam is not None or tune_lambda is not None:
@@ -511,6 +506,7 @@ def score(
     ngram: str | os.PathLike[str] | None = None,
     lam: float | None = None,
     tune_lambda: str | os.PathLike[str] | None = None,
+    weights: str = "best",
 ) -> ScoreResult:
     """log10 probability of each line of ``file`` (or of each of ``sentences``) as a sentence.
 
@@ -534,7 +530,7 @@ def score(
         return ScoreResult(
             name, lines, [ln.split() for ln in lines], _arpa(run).score_sentences(lines)
         )
-    loaded = _as_run(run, device)
+    loaded = _as_run(run, device, weights)
     vocab = loaded.vocab
     if vocab.level != "word" or vocab.eos_id is None:
         raise RunError(
@@ -594,6 +590,7 @@ def generate(
     seed: int | None = None,
     allow_unk: bool = False,
     device: str | None = "auto",
+    weights: str = "best",
 ) -> list[str]:
     """``num_samples`` continuations of ``prompt`` (the prompt itself is not repeated).
 
@@ -606,7 +603,7 @@ def generate(
         raise ConfigError(f"--max-new-tokens must not be negative, not {max_new_tokens}.")
     if num_samples < 1:
         raise ConfigError(f"--num-samples must be at least 1, not {num_samples}.")
-    loaded = _as_run(run, device)
+    loaded = _as_run(run, device, weights)
     vocab = loaded.vocab
     enc = encode_text(prompt, vocab)
     if enc.unknown:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -27,7 +28,7 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rnnkit import __version__
+    from rnnkit.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="rnnkit",
@@ -40,8 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _NoteHandler(logging.Handler):
+    """Prints a library warning as ``rnnkit: note: ...`` on the sys.stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"rnnkit: note: {record.getMessage()}", file=sys.stderr)
+
+
+def _log_notes_to_stderr() -> None:
+    """Warnings of the library (its ``rnnkit`` logger) go to stderr as notes."""
+    logger = logging.getLogger("rnnkit")
+    if not any(isinstance(h, _NoteHandler) for h in logger.handlers):
+        logger.addHandler(_NoteHandler(logging.WARNING))
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (0 ok, 2 user error, 130 interrupted)."""
+    _log_notes_to_stderr()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -239,7 +239,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run saved in {result.run}")
     if result.interrupted:
         print(f"resume with: rnnkit train --resume {result.run}", file=sys.stderr)
-        return 130
+        return 143 if result.stopped == "terminated" else 130  # 128 + SIGTERM or SIGINT
     return 0
 
 
@@ -248,6 +248,7 @@ def _register_eval(subparsers: Any) -> None:
     p.add_argument("run", metavar="MODEL", help="run directory, or an ARPA n-gram file")
     p.add_argument("file", metavar="FILE", help="UTF-8 text to evaluate")
     add_interpolation_flags(p)
+    add_weights_flag(p)
     p.add_argument("--batch-size", type=int, default=16, help="parallel columns (16)")
     p.add_argument(
         "--dynamic",
@@ -273,6 +274,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         lam=args.lam,
         tune_lambda=args.tune_lambda,
         dynamic=args.dynamic,
+        weights=args.weights,
     )
     if args.format == "json":
         print(json.dumps(result.to_dict()))
@@ -293,6 +295,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"model:      interpolated with {mix['ngram']}, lambda {mix['lambda']:.4f} (the run's weight)"
         )
     return 0
+
+
+def add_weights_flag(p: argparse.ArgumentParser) -> None:
+    """--weights best|last on every verb that reads a run."""
+    p.add_argument(
+        "--weights",
+        choices=("best", "last"),
+        default="best",
+        help="the run's best validated weights, or its latest (best)",
+    )
 
 
 def add_interpolation_flags(p: argparse.ArgumentParser) -> None:
@@ -320,6 +332,7 @@ def add_interpolation_flags(p: argparse.ArgumentParser) -> None:
 def _register_generate(subparsers: Any) -> None:
     p = subparsers.add_parser("generate", help="sample text from a trained model")
     p.add_argument("run", metavar="RUN", help="run directory")
+    add_weights_flag(p)
     p.add_argument("--prompt", default="", help="text the samples continue")
     p.add_argument("--max-new-tokens", type=int, default=200, help="tokens to sample (200)")
     p.add_argument("--temperature", type=float, help="softmax temperature (1.0)")
@@ -350,6 +363,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         allow_unk=args.allow_unk,
         device=args.device,
+        weights=args.weights,
     )
     for i, text in enumerate(samples):
         if len(samples) > 1:

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from rnnkit.cli.lm import add_interpolation_flags
+from rnnkit.cli.lm import add_interpolation_flags, add_weights_flag
 
 #: Above this share of OOV words, the text is probably in another vocabulary: warn.
 OOV_WARNING = 0.5
@@ -39,6 +39,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64, help="sentences per batch (64)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_weights_flag(p)
     add_interpolation_flags(p)
     p.set_defaults(func=cmd_score)
 
@@ -63,7 +64,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from rnnkit import api
 
     mix = dict(ngram=args.ngram, lam=args.lam, tune_lambda=args.tune_lambda)
-    opts = dict(batch_size=args.batch_size, device=args.device, **mix)
+    opts = dict(batch_size=args.batch_size, device=args.device, weights=args.weights, **mix)
     if args.file == "-":
         result = api.score(args.run, sentences=_read_stdin(), **opts)
         result.file = "<stdin>"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +80,9 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike[str], **meta: s
     atomic_write(path, lambda f: f.write(data))
 
 
-def load_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
-    """Load weights into ``model``; RunError for a missing, corrupt or mismatched file."""
+def load_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> dict[str, str]:
+    """Load weights into ``model`` and return the file's metadata; RunError for a missing,
+    corrupt or mismatched file."""
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -110,6 +112,43 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
         params = model.state_dict()
         for name, t in tensors.items():
             params[name].copy_(t)
+    return dict(metadata)
+
+
+def weights_metadata(path: str | os.PathLike[str]) -> dict[str, str] | None:
+    """The metadata of a safetensors file (None if it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(header_len))
+        return dict(header.get("__metadata__", {}))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def choose_weights(path: Path, weights: str) -> tuple[Path, str | None]:
+    """The weights file to read for ``weights`` (best or last), and a note when the best
+    weights cannot be had: a run stopped (or killed) before any validation has no validated
+    weights, and reads its last ones rather than the initial ones."""
+    if weights not in ("best", "last"):
+        raise ConfigError(f"--weights must be best or last, not {weights!r}.")
+    if weights == "last":
+        return path / LAST, None
+    best, last = path / BEST, path / LAST
+    meta = weights_metadata(best) if best.exists() else None
+    last_meta = weights_metadata(last) if last.exists() else None
+    last_step = (last_meta or {}).get("step", "0")
+    if meta is None and best.exists():
+        return best, None  # damaged: load_weights says so
+    unvalidated = meta is None or meta.get("validated") == "no"
+    # runs written before rnnkit validated at every stop kept the initial weights (step 0)
+    initial = meta is not None and meta.get("step") == "0" and "validated" not in meta
+    if (unvalidated or initial) and last_meta is not None and last_step != "0":
+        return last, (
+            f"run {str(path)!r} stopped before any validation: using its last weights "
+            f"(step {last_step}), which no validation has scored."
+        )
+    return best, None
 
 
 def save_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
@@ -164,6 +203,8 @@ class LoadedRun:
     model: LanguageModel
     vocab: Vocab
     config: dict[str, Any]
+    weights: str = BEST  # the file the weights came from
+    note: str | None = None  # why they are not the best validated ones, if they are not
 
     @property
     def level(self) -> str:
@@ -196,7 +237,10 @@ def load_run(
     config = read_config(path)
     vocab = Vocab.load(path / VOCAB)
     model = build_model(config, vocab, path)
-    load_weights(model, path / (BEST if weights == "best" else LAST))
+    file, note = choose_weights(path, weights)
+    if note is not None:
+        logging.getLogger("rnnkit").warning(note)
+    load_weights(model, file)
     model.to(device)
     model.eval()
-    return LoadedRun(path, model, vocab, config)
+    return LoadedRun(path, model, vocab, config, weights=file.name, note=note)

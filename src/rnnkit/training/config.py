@@ -6,52 +6,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from rnnkit.choices import MODES, OPTIMIZERS, PRECISIONS, SCHEDULES
+from rnnkit.choices import OPTIMIZERS, PRECISIONS, SCHEDULES
 from rnnkit.errors import ConfigError, did_you_mean
-from rnnkit.text.tokenize import check_tokenizer
 
 DEFAULT_LR = {"adam": 2e-3, "sgd": 1.0}
-
-
-@dataclass
-class DataConfig:
-    """Where the text comes from and how it becomes tokens.
-
-    ``mode`` ``stream``: the text is one token stream (``</s>`` at each line end at word
-    level), the hidden state carried across lines (PTB); ``sentence``: each line is an
-    independent sentence ``<s> .. </s>`` (word level only), read in padded batches from the
-    zero state. ``tokenizer`` (``whitespace`` or ``words``) and ``lowercase`` cut lines into
-    words (see :mod:`rnnkit.text.tokenize`).
-    """
-
-    corpus: str = "shakespeare"  # a path, or the name of a built-in corpus
-    valid: str | None = None  # a validation file; None: the last valid_fraction of corpus
-    valid_fraction: float = 0.1
-    level: str = "char"
-    vocab_size: int | None = None  # keep at most this many tokens (specials included)
-    min_count: int = 1
-    mode: str = "stream"
-    tokenizer: str = "whitespace"
-    lowercase: bool = False
-
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(
-                f"--mode must be stream or sentence, not {self.mode!r}{did_you_mean(self.mode, MODES)}."
-            )
-        if self.level == "char" and (
-            self.mode != "stream" or self.tokenizer != "whitespace" or self.lowercase
-        ):
-            raise ConfigError("--mode sentence, --tokenizer and --lowercase need --level word.")
-        check_tokenizer(self.tokenizer)
-        if not 0.0 < self.valid_fraction < 1.0:
-            raise ConfigError(
-                f"--valid-fraction must be between 0 and 1, not {self.valid_fraction}."
-            )
-        if self.vocab_size is not None and self.vocab_size < 2:
-            raise ConfigError(f"--vocab-size must be at least 2, not {self.vocab_size}.")
-        if self.min_count < 1:
-            raise ConfigError(f"--min-count must be at least 1, not {self.min_count}.")
 
 
 @dataclass

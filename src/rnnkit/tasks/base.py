@@ -1,0 +1,53 @@
+"""What differs between the RNN shapes, behind one interface the Trainer drives.
+
+A :class:`Task` holds its prepared data (training batches, validation data) and knows how
+to turn a batch into a loss, how to validate and how to predict. The Trainer knows none of
+this: it asks the task for batch ``index`` of ``epoch`` (deterministic from the seed, so a
+resumed run sees exactly the batches it would have seen), calls :meth:`Task.loss`, steps
+the optimizer, and calls :meth:`Task.validate` when it is time; it keeps the checkpoint whose
+``metric`` is best in the task's ``direction``.
+
+The *carry* is what one step hands to the next: the stream language model's hidden state
+(truncated BPTT), ``None`` for every other task. The Trainer resets it to ``None`` at the
+start of each epoch and saves it in state.pt (a tensor, a tuple of tensors, or None).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+
+class Task:
+    """The part of training that depends on the shape of the problem."""
+
+    name: ClassVar[str] = ""  # config.json's "task"
+    unit: str = "token"  # what the loss is averaged over, for logs: char, word, sentence, token
+    metric: str = "loss"  # the validation figure that picks the best checkpoint ...
+    direction: str = "min"  # ... and whether lower ("min") or higher ("max") is better
+
+    def num_batches(self, epoch: int) -> int:
+        """How many training batches epoch ``epoch`` has."""
+        raise NotImplementedError
+
+    def batch(self, epoch: int, index: int) -> Any:
+        """Training batch ``index`` of ``epoch``: the same for the same seed, on any call."""
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: Any, carry: Any) -> tuple[Tensor, int, Any]:
+        """The mean loss (nats per unit) of ``batch``, the units it counted, the new carry."""
+        raise NotImplementedError
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        """Validation figures: ``loss`` (nats per unit) and the task's ``metric`` among them."""
+        raise NotImplementedError
+
+    def better(self, value: float, best: float | None) -> bool:
+        """Whether ``value`` of :attr:`metric` beats ``best`` (None: nothing yet)."""
+        if best is None:
+            return True
+        return value > best if self.direction == "max" else value < best
+
+
+__all__ = ["Task"]
