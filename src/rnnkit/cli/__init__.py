@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "rnnkit.cli.diagnose",
     "rnnkit.cli.ngram",
     "rnnkit.cli.rescore",
+    "rnnkit.cli.classify",
+    "rnnkit.cli.tag",
 )
 
 

@@ -13,12 +13,10 @@ from rnnkit.choices import (
     LEVELS,
     MODES,
     NONLINEARITIES,
-    OPTIMIZERS,
     OUTPUTS,
-    PRECISIONS,
-    SCHEDULES,
     TOKENIZERS,
 )
+from rnnkit.cli.common import TRAINING_SETTINGS, add_budget_flags, add_training_flags
 
 
 def _log(msg: str) -> None:
@@ -89,6 +87,12 @@ def _register_train(subparsers: Any) -> None:
     g.add_argument(
         "--num-layers", "--layers", type=int, dest="num_layers", help="stacked layers (1)"
     )
+    g.add_argument(
+        "--skip",
+        action="store_const",
+        const=True,
+        help="residual connections between stacked recurrent layers",
+    )
     g.add_argument("--embedding-size", type=int, help="input embedding size (= hidden size)")
     g.add_argument(
         "--one-hot", action="store_const", const=True, help="one-hot input instead of an embedding"
@@ -125,75 +129,18 @@ def _register_train(subparsers: Any) -> None:
         type=_int_list,
         help="--output adaptive: ids where tail clusters start, e.g. 1000,5000 (V/10, V/2)",
     )
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, help="passes over the training text (20)")
-    g.add_argument("--batch-size", type=int, help="parallel columns of the text stream (32)")
-    g.add_argument("--bptt", type=int, help="truncated BPTT window, in steps (64)")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, help="adam (default) or sgd")
-    g.add_argument("--lr", type=float, help="learning rate (adam 2e-3, sgd 1.0)")
-    g.add_argument(
-        "--lr-schedule",
-        choices=SCHEDULES,
-        help="rnnlm: Mikolov's halve-then-stop; plateau: halve when validation stalls; "
-        "step: Zaremba's fixed decay per epoch; linear: down to 0 at the end of --epochs "
-        "or --max-time, whichever comes first (plateau)",
-    )
-    g.add_argument("--lr-decay", type=float, help="step schedule: LR factor after each epoch (0.5)")
-    g.add_argument("--decay-after", type=int, help="step schedule: epochs at the initial LR (4)")
-    g.add_argument(
-        "--min-improvement",
-        type=float,
-        help="relative validation gain below which the LR halves (1.003)",
-    )
-    g.add_argument("--clip", type=float, help="gradient-norm clipping threshold, 0 for none (5)")
-    g.add_argument("--weight-decay", type=float, help="L2 weight decay (0)")
-    g.add_argument(
-        "--patience", type=int, help="stop after N validations without a new best (5; 0 never)"
-    )
-    g.add_argument(
-        "--min-lr",
-        type=float,
-        help="stop once the schedule lowers the learning rate below this (0: never) (0)",
-    )
-    g.add_argument("--validate-every", type=int, help="also validate every N steps (0: per epoch)")
-    g.add_argument("--log-every", type=int, help="log training loss every N steps (20)")
-    g.add_argument("--eval-batch-size", type=int, help="batch columns for validation (16)")
-    g.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        help="bf16: train with bfloat16 autocast, ~2x faster on CPUs with avx512_bf16/AMX "
-        "(evaluation stays fp32) (fp32)",
-    )
-    g.add_argument(
-        "--average",
-        action="store_const",
-        const=True,
-        help="once validation stalls (--min-improvement), validate and keep the running "
-        "mean of the weights (NT-ASGD averaging)",
-    )
-    g.add_argument(
-        "--average-every", type=int, help="--average: steps between updates of the mean (10)"
-    )
-    g.add_argument("--seed", type=int, help="random seed; same seed, same run (1234)")
-    g = p.add_argument_group("budget and hardware")
-    g.add_argument("--max-time", type=float, metavar="SECONDS", help="stop cleanly after this long")
-    g.add_argument("--max-steps", type=int, help="stop cleanly after this many steps in total")
-    g.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
-    g.add_argument("--threads", type=int, help="CPU threads (default: one per core)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_training_flags(p, bptt=True)
+    add_budget_flags(p)
     p.set_defaults(func=cmd_train)
 
 
 SETTINGS = (
     "valid", "valid_fraction", "level", "vocab_size", "min_count", "mode", "tokenizer",
     "lowercase", "arch", "context", "cell", "nonlinearity",
-    "hidden_size", "num_layers", "embedding_size", "one_hot", "dropout", "weight_dropout",
+    "hidden_size", "num_layers", "skip", "embedding_size", "one_hot", "dropout", "weight_dropout",
     "locked_dropout", "tie_weights",
     "output", "classes", "cutoffs",
-    "epochs", "batch_size", "bptt", "optimizer", "lr", "lr_schedule", "min_improvement",
-    "lr_decay", "decay_after",
-    "clip", "weight_decay", "patience", "min_lr", "validate_every", "log_every", "eval_batch_size", "seed",
-    "precision", "average", "average_every",
+    *TRAINING_SETTINGS,
 )  # fmt: skip
 
 

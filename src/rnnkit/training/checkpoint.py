@@ -25,7 +25,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from safetensors import SafetensorError
@@ -34,7 +34,7 @@ from safetensors.torch import save as st_save
 
 from rnnkit.errors import ConfigError, RunError
 from rnnkit.models import LanguageModel, ModelConfig, make_model
-from rnnkit.text.vocab import Vocab
+from rnnkit.text.vocab import UNK, Vocab
 from rnnkit.utils import atomic_write, atomic_write_json
 
 CONFIG, VOCAB, BEST, LAST, STATE, METRICS = (
@@ -46,6 +46,16 @@ CONFIG, VOCAB, BEST, LAST, STATE, METRICS = (
     "metrics.jsonl",
 )
 RUN_FILES = (CONFIG, VOCAB, BEST, LAST, STATE, METRICS)
+# the other vocabulary files a task may keep (one file each: labels, characters, audio
+# feature statistics, extra input columns column{N}.json)
+TASK_FILES = ("labels.json", "chars.json", "features.json")
+TASKS = ("lm", "classify", "tag")
+
+
+def is_run_file(name: str) -> bool:
+    """Whether a file name is one rnnkit writes into a run directory."""
+    column = name.startswith("column") and name.endswith(".json") and name[6:-5].isdigit()
+    return name in RUN_FILES or name in TASK_FILES or column or name.endswith(".tmp")
 
 
 def _plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -200,11 +210,16 @@ class LoadedRun:
     """A trained model with its vocabulary and settings, ready to evaluate or sample."""
 
     path: Path
-    model: LanguageModel
-    vocab: Vocab
+    model: LanguageModel  # a SequenceClassifier or SequenceTagger for those tasks
+    vocab: Vocab  # the word vocabulary (an audio classifier's is empty)
     config: dict[str, Any]
     weights: str = BEST  # the file the weights came from
     note: str | None = None  # why they are not the best validated ones, if they are not
+    task: Any = None  # classify and tag runs: their Task, without data, for prediction
+
+    @property
+    def task_name(self) -> str:
+        return task_name(self.config)
 
     @property
     def level(self) -> str:
@@ -229,18 +244,58 @@ def build_model(config: dict[str, Any], vocab: Vocab, path: Path) -> LanguageMod
     return make_model(mcfg)  # config.json's model section names the arch
 
 
+def task_name(config: dict[str, Any]) -> str:
+    """The task a run's config.json names (runs from before tasks existed are "lm")."""
+    return str(config.get("task", "lm"))
+
+
+def _build_task_model(config: dict[str, Any], path: Path) -> tuple[torch.nn.Module, Vocab, Any]:
+    """A classify or tag run's model, its word vocabulary and its (data-free) task."""
+    name = task_name(config)
+    try:
+        if name == "classify":
+            from rnnkit.tasks.classify import ClassifyTask
+
+            ctask = ClassifyTask.load_vocabularies(path)
+            vocab = ctask.vocab if ctask.vocab is not None else Vocab([UNK], "frames")
+            return ctask.build_model(dict(config["model"])), vocab, ctask
+        if name == "tag":
+            from rnnkit.tasks.tag import TagTask
+
+            data = config.get("data", {})
+            ttask = TagTask.from_vocabularies(
+                TagTask.load_vocabularies(path),
+                word_column=int(data.get("word_column", 0)),
+                label_column=int(data.get("label_column", -1)),
+            )
+            return ttask.build_model(dict(config["model"])), ttask.vocabs.words, ttask
+    except (ConfigError, TypeError, KeyError) as exc:
+        raise RunError(f"{str(path / CONFIG)!r} has an invalid model section: {exc}") from exc
+    raise RunError(
+        f"{str(path / CONFIG)!r} names task {name!r}, which this rnnkit does not know "
+        f"(it knows {', '.join(TASKS)}); upgrade rnnkit."
+    )
+
+
 def load_run(
     run: str | os.PathLike[str], weights: str = "best", device: str | torch.device = "cpu"
 ) -> LoadedRun:
     """Rebuild a run's model from config.json and load its best (or last) weights."""
     path = check_run_dir(run)
     config = read_config(path)
-    vocab = Vocab.load(path / VOCAB)
-    model = build_model(config, vocab, path)
+    task: Any = None
+    model: torch.nn.Module
+    if task_name(config) == "lm":
+        vocab = Vocab.load(path / VOCAB)
+        model = build_model(config, vocab, path)
+    else:
+        model, vocab, task = _build_task_model(config, path)
     file, note = choose_weights(path, weights)
     if note is not None:
         logging.getLogger("rnnkit").warning(note)
     load_weights(model, file)
     model.to(device)
     model.eval()
-    return LoadedRun(path, model, vocab, config, weights=file.name, note=note)
+    # typed as the language model it is for "lm"; classify and tag runs hold their own model
+    lm = cast(LanguageModel, model)
+    return LoadedRun(path, lm, vocab, config, weights=file.name, note=note, task=task)

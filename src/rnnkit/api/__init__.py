@@ -19,6 +19,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from rnnkit.api.runs import (
+    Log,
+    resolve_device,
+    set_threads,
+)
+from rnnkit.api.runs import (
+    check_out as _check_out,
+)
+from rnnkit.api.runs import (
+    check_resume_flags as _check_resume_flags,
+)
+from rnnkit.api.runs import (
+    clear_out as _clear_out,
+)
 from rnnkit.errors import ConfigError, DataError, RunError
 from rnnkit.evaluation.interpolation import DEFAULT_LAMBDA, check_lambda, interpolate_log10
 from rnnkit.evaluation.interpolation import tune_lambda as tune_lambda_weight
@@ -33,12 +47,10 @@ from rnnkit.text.corpus import iter_lines
 from rnnkit.text.dataset import DataConfig, PreparedData, bincount, prepare_data
 from rnnkit.text.sentences import Sentences
 from rnnkit.training.checkpoint import (
-    RUN_FILES,
     STATE,
     VOCAB,
     LoadedRun,
     build_model,
-    is_run_dir,
     load_run,
     load_state,
     read_config,
@@ -47,32 +59,6 @@ from rnnkit.training.checkpoint import (
 from rnnkit.training.config import TrainConfig, from_dict
 from rnnkit.training.trainer import Trainer, TrainResult
 from rnnkit.version import __version__
-
-Log = Callable[[str], None]
-
-# Settings a resumed run may change; everything else must match the saved config.
-RESUMABLE = {"epochs", "patience", "min_lr", "validate_every", "log_every", "min_improvement"}
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """'auto' (or None) picks CUDA when available; 'cuda' without CUDA is an error."""
-    name = device or "auto"
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for, but CUDA is not available on this machine.")
-    if name not in ("cpu",) and not name.startswith("cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, not {name!r}.")
-    return torch.device(name)
-
-
-def set_threads(threads: int | None) -> None:
-    """Use this many CPU threads (None: torch's default, one per core)."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise ConfigError(f"--threads must be at least 1, not {threads}.")
-    torch.set_num_threads(threads)
 
 
 def load(
@@ -115,51 +101,6 @@ def _split_settings(
             raise ConfigError(f"unknown setting {key!r}.")
         parts[section][key] = value
     return parts["model"], parts["data"], parts["training"]
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _check_resume_flags(saved: dict[str, Any], given: dict[str, Any]) -> None:
-    for section in ("model", "data", "training"):
-        for key, value in given[section].items():
-            if key in RESUMABLE:
-                continue
-            old = saved.get(section, {}).get(key)
-            if old != value:
-                raise ConfigError(
-                    f"{_flag(key)} {value} conflicts with the resumed run's saved value {old}; "
-                    "leave it out when resuming."
-                )
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    """Refuse an --out that is a file, a foreign folder, or a run without --overwrite."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} is a file, not a directory.")
-    if out.is_dir() and any(out.iterdir()):
-        own = all(p.name in RUN_FILES or p.name.endswith(".tmp") for p in out.iterdir())
-        if own and not is_run_dir(out):
-            return  # a run killed before its config.json was written: start it again
-        if not is_run_dir(out):
-            raise ConfigError(
-                f"--out {str(out)!r} is a non-empty folder that is not an rnnkit run; choose another."
-            )
-        if not overwrite:
-            raise ConfigError(
-                f"--out {str(out)!r} already holds a run; continue it with --resume {out} or "
-                "start again with --overwrite."
-            )
-
-
-def _clear_out(out: Path) -> None:
-    """Make --out an empty run folder (only rnnkit's own files are removed)."""
-    if out.is_dir():
-        for p in out.iterdir():
-            if p.name in RUN_FILES or p.name.endswith(".tmp"):
-                p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def train(
