@@ -76,7 +76,7 @@ def test_loss_validate_evaluate_and_predict_agree() -> None:
 
 def test_unknown_label_and_empty_input_are_data_errors() -> None:
     t = task()
-    with pytest.raises(DataError, match="ex:7 has label 'meh'"):
+    with pytest.raises(DataError, match="'ex' line 7 has label 'meh'"):
         t.evaluate(t.build_model({"hidden_size": 4}), [LabeledText("meh", ("x",), "ex:7")])
     with pytest.raises(DataError, match="input 2 has no tokens"):
         t.predict(t.build_model({"hidden_size": 4}), ["good", "   "])

@@ -101,7 +101,7 @@ def test_stratified_fold_sizes_differ_by_at_most_one() -> None:
     assert sum(sizes) == 16 and max(sizes) - min(sizes) <= 1
 
 
-@pytest.mark.parametrize(("k", "match"), [(4, "class 'c'.*use at most 3"), (1, "at least 2")])
+@pytest.mark.parametrize(("k", "match"), [(4, "--cv 4 .*class 'c' has 3"), (1, "at least 2")])
 def test_bad_fold_counts_are_errors(k: int, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         stratified_folds(["a"] * 5 + ["b"] * 4 + ["c"] * 3, k, seed=0)

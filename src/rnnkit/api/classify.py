@@ -63,7 +63,7 @@ class ClassifyData:
     audio: str | None = None  # a folder of WAV files ...
     manifest: str | None = None  # ... or a TSV of path<TAB>label
     label_pattern: str | None = None  # regex whose group 1 is the label in a WAV's name
-    split: str | None = None  # "fsdd": free-spoken-digit's own test split validates
+    split: str | None = None  # "fsdd": free-spoken-digit's test split is held out entirely
     fold: int | None = None  # cross-validation: this run holds out fold `fold` of `folds`
     folds: int | None = None
     init_from: str | None = None  # a language-model run the embedding and core start from
@@ -103,13 +103,18 @@ def prepare_task(data: ClassifyData, train_cfg: TrainConfig) -> ClassifyTask:
         seed=train_cfg.seed,
     )
     if data.audio is not None or data.manifest is not None:
-        return ClassifyTask.from_audio_folder(
-            data.audio,
-            data.manifest,
-            label_pattern=data.label_pattern,
-            split=data.split,
-            valid_fraction=data.valid_fraction,
-            **common,
+        from rnnkit.audio import DEFAULT_LABEL_PATTERN, list_folder, read_manifest, split_items
+
+        if data.manifest is not None:
+            items = read_manifest(data.manifest)
+        else:
+            assert data.audio is not None
+            items = list_folder(data.audio, data.label_pattern or DEFAULT_LABEL_PATTERN)
+        if data.split is not None:  # its test part is never seen: not even to validate
+            items = split_items(items, data.split)[0]
+        tr, va = fraction_split(len(items), data.valid_fraction, train_cfg.seed)
+        return ClassifyTask.from_audio_examples(
+            [items[i] for i in tr], [items[i] for i in va], **common
         )
     text: dict[str, Any] = dict(
         min_count=data.min_count,

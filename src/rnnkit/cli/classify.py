@@ -82,7 +82,10 @@ def _register_train(verbs: Any) -> None:
     g.add_argument("--manifest", metavar="FILE", help="a TSV of wav-path<TAB>label")
     g.add_argument("--label-pattern", help=r"regex, group 1 the label in a name (^(\d+)_)")
     g.add_argument(
-        "--split", choices=("fsdd",), help="fsdd: free-spoken-digit's test split validates"
+        "--split",
+        choices=("fsdd",),
+        help="fsdd: hold out free-spoken-digit's test split (recordings 0-4); eval --split fsdd "
+        "scores it",
     )
     g.add_argument(
         "--init-from", metavar="RUN", help="start embedding and core from a word-level LM run"

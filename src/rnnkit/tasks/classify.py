@@ -253,7 +253,7 @@ class ClassifyTask(Task):
             j = self.label_index.get(label)
             if j is None:
                 raise DataError(
-                    f"{src} has label {label!r}, which the training data does not have "
+                    f"{_where(src)} has label {label!r}, which the training data does not have "
                     f"(labels: {', '.join(self.labels)})."
                 )
             out[i] = j
@@ -430,6 +430,12 @@ class ClassifyTask(Task):
             return [], np.zeros((0, len(self.labels)))
         probs = self._probabilities(model, xs)
         return [self.labels[i] for i in probs.argmax(1)], probs
+
+
+def _where(source: str) -> str:
+    """'file:line' as the other messages name a place: 'file' line N."""
+    path, _, line = source.rpartition(":")
+    return f"{path!r} line {line}" if path and line.isdigit() else source
 
 
 def _natural(label: str) -> tuple[int, int | str]:

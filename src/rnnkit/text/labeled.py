@@ -163,7 +163,7 @@ def stratified_folds(labels: Sequence[object], k: int, seed: int = 0) -> list[np
     from class to class so that fold sizes differ by at most one.
     """
     if k < 2:
-        raise ConfigError(f"--folds must be at least 2, not {k}.")
+        raise ConfigError(f"--cv must be at least 2, not {k}.")
     by_class: dict[object, list[int]] = {}
     for i, label in enumerate(labels):
         by_class.setdefault(label, []).append(i)
@@ -172,8 +172,8 @@ def stratified_folds(labels: Sequence[object], k: int, seed: int = 0) -> list[np
     smallest = min(by_class, key=lambda c: (len(by_class[c]), str(c)))
     if k > len(by_class[smallest]):
         raise ConfigError(
-            f"--folds {k} exceeds the {len(by_class[smallest])} examples of class "
-            f"{smallest!r}, the smallest; use at most {len(by_class[smallest])} folds."
+            f"--cv {k} needs at least {k} examples of every class, but class {smallest!r} "
+            f"has {len(by_class[smallest])}; use fewer folds."
         )
     rng = np.random.default_rng(seed)
     folds: list[list[int]] = [[] for _ in range(k)]
