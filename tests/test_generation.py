@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import rnnkit
 from rnnkit.cli import main
 from rnnkit.generation import filter_logits
+from rnnkit.text import decode
 
 
 def test_same_seed_same_samples(tiny_run: Path) -> None:
@@ -47,9 +48,25 @@ def test_generate_cli_prints_prompt_and_continuation(
     assert out == "All:" + api[0] + "\n"
 
 
-def test_no_prompt_starts_from_a_line_boundary(tiny_run: Path) -> None:
-    (text,) = rnnkit.generate(tiny_run, max_new_tokens=20, seed=2, device="cpu")
-    assert len(text) == 20
+@pytest.mark.parametrize(("level", "boundary"), [("char", "\n"), ("word", "</s>")])
+def test_no_prompt_starts_from_a_line_boundary(
+    request: pytest.FixtureRequest, level: str, boundary: str
+) -> None:
+    """Without a prompt the first token is drawn from the model's prediction after a line
+    boundary (a newline for characters, </s> for words), and after no other token."""
+    path = request.getfixturevalue("tiny_run" if level == "char" else "word_runs")
+    run = rnnkit.load(path if level == "char" else path["stream"])
+    vocab = run.vocab
+    with torch.no_grad():  # row i: the next-token distribution after token i alone
+        logits, _ = run.model(torch.arange(len(vocab))[:, None])
+    after = torch.softmax(logits[:, -1].double(), dim=-1)
+    n = 4000
+    firsts = rnnkit.generate(run, max_new_tokens=1, num_samples=n, seed=0, allow_unk=True)
+    ids = {decode([i], vocab): i for i in range(len(vocab))}  # the text of each token
+    seen = torch.bincount(torch.tensor([ids[t] for t in firsts]), minlength=len(vocab)) / n
+    distance = 0.5 * (after - seen).abs().sum(dim=-1)  # total variation, per start token
+    assert int(distance.argmin()) == vocab.index[boundary], distance
+    assert float(distance.min()) < 0.08, distance
 
 
 @settings(max_examples=50, deadline=None)

@@ -11,23 +11,9 @@ from pathlib import Path
 import pytest
 
 import rnnkit
-from rnnkit.cli import main
+from helpers import assert_one_sentence, run_main
 
 LN10 = math.log(10.0)
-
-
-def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_sentence(err: str, *fragments: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rnnkit: error: "), err
-    assert lines[0].endswith("."), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.mark.parametrize("kind", ["stream", "window"])

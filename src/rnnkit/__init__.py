@@ -16,7 +16,7 @@ from typing import Any
 
 from rnnkit.version import __version__
 
-_API = ("train", "evaluate", "score", "generate", "load", "plot")
+_API = ("train", "evaluate", "score", "generate", "rescore", "load", "plot")
 
 __all__ = [*_API, "__version__"]
 

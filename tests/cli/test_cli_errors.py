@@ -8,22 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import assert_one_sentence, run_main
 from rnnkit.cli import main
-
-
-def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_sentence(err: str, *fragments: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("rnnkit: error: ") and lines[0].endswith("."), lines[0]
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def digest(run: Path) -> dict[str, str]:

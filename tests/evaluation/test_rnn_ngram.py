@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 
 import rnnkit
+import rnnkit.api
+from helpers import assert_one_sentence
 from rnnkit.cli import main
 
 
@@ -91,6 +94,27 @@ def test_rescore_with_an_rnn_run(word_runs: dict[str, Path], kn3: Path, tmp_path
     assert "the cat sees the fish" in best and "she likes it" in best
 
 
+def test_rescore_reads_the_weights_asked_for(
+    word_runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a run killed before it validated: its best weights fall back to the last, with a note
+    run = tmp_path / "run"
+    shutil.copytree(word_runs["sentence"], run)
+    (run / "model.safetensors").unlink()
+    nbest = tmp_path / "nbest.txt"
+    nbest.write_text("1 the cat sees the fish\n1 fish the sees cat the\n", encoding="utf-8")
+    assert main(["rescore", str(run), str(nbest)]) == 0
+    assert "rnnkit: note:" in capsys.readouterr().err
+    assert main(["rescore", str(run), str(nbest), "--weights", "last", "--format", "jsonl"]) == 0
+    out, err = capsys.readouterr()
+    assert "note" not in err
+    # the same LM scores from Python, given the run loaded with its last weights
+    result = rnnkit.api.rescore(rnnkit.load(run, weights="last"), nbest)
+    assert [json.loads(line)["lm_log10_prob"] for line in out.splitlines()] == [
+        round(result.best[0].lm_log10, 6)
+    ]
+
+
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
@@ -121,5 +145,4 @@ def test_interpolation_flag_errors(word_runs: dict[str, Path], kn3: Path, argv: 
     subs = {"{run}": str(word_runs["stream"]), "{valid}": str(word_runs["valid"]), "{kn}": str(kn3)}
     argv = [subs.get(a, a) for a in argv]
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and fragment in err[0]
+    assert_one_sentence(capsys.readouterr().err, fragment)

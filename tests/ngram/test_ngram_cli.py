@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from ngram_helpers import TINY
 
+from helpers import assert_one_sentence
 from rnnkit.cli import main
 
 
@@ -19,13 +20,6 @@ def arpa(tmp_path_factory: pytest.TempPathFactory) -> Path:
         == 0
     )
     return path
-
-
-def _one_sentence_error(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err
-    lines = err.strip().split("\n")
-    assert len(lines) == 1 and lines[0].startswith("rnnkit: error: "), err
-    return lines[0]
 
 
 def test_train_writes_arpa_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,7 +65,10 @@ def test_train_writes_arpa_and_reports(tmp_path: Path, capsys: pytest.CaptureFix
         (["ngram", "eval", "{bad}", "{tiny}"], "bad.arpa:3: "),
         (["ngram", "score", "{tmp}/none.arpa", "{tiny}"], "no such ARPA file"),
         (["rescore", "{arpa}", "{nbest_noid}"], "nbest.txt:2: the line has no sentence id"),
-        (["rescore", "{arpa}", "{nbest}", "--lambda", "0.5"], "--lambda needs --ngram"),
+        (
+            ["rescore", "{arpa}", "{nbest}", "--lambda", "0.5"],
+            "--lambda and --tune-lambda need --ngram",
+        ),
         (
             ["rescore", "{arpa}", "{nbest}", "--ngram", "{arpa}", "--lambda", "1.5"],
             "--lambda must be between 0 and 1",
@@ -96,7 +93,7 @@ def test_user_errors_exit_2_with_one_sentence(
         "nbest": str(tmp_path / "ok.txt"),
     }
     assert main([a.format(**names) for a in argv]) == 2
-    assert fragment in _one_sentence_error(capsys)
+    assert_one_sentence(capsys.readouterr().err, fragment)
 
 
 def test_score_text_and_jsonl(
@@ -182,4 +179,4 @@ def test_rescore_tunes_lambda_on_validation_text(
     lam = float(captured.err.split("tuned --lambda ")[1].split()[0])
     assert 0.5 < lam <= 1.0
     assert main(["rescore", str(arpa), str(nbest), "--tune-lambda", str(TINY)]) == 2
-    assert "--tune-lambda needs --ngram" in _one_sentence_error(capsys)
+    assert_one_sentence(capsys.readouterr().err, "--tune-lambda", "need --ngram")

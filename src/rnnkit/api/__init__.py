@@ -34,8 +34,14 @@ from rnnkit.api.runs import (
     clear_out as _clear_out,
 )
 from rnnkit.errors import ConfigError, DataError, RunError
-from rnnkit.evaluation.interpolation import DEFAULT_LAMBDA, check_lambda, interpolate_log10
+from rnnkit.evaluation.interpolation import (
+    DEFAULT_LAMBDA,
+    check_interpolation_flags,
+    check_lambda,
+    interpolate_log10,
+)
 from rnnkit.evaluation.interpolation import tune_lambda as tune_lambda_weight
+from rnnkit.evaluation.rescoring import rescore_nbest as rescore
 from rnnkit.evaluation.sentences import ScoreResult, markers, score_lines, sentence_log_probs
 from rnnkit.evaluation.stream import dynamic_log_probs, stream_log_probs
 from rnnkit.generation import check_sampling, sample
@@ -338,24 +344,20 @@ def evaluate(
     if not isinstance(run, LoadedRun) and _is_arpa(run):
         if dynamic is not None:
             raise ConfigError("--dynamic adapts an RNN run as it reads: MODEL is an ARPA file.")
-        if ngram is not None or lam is not None or tune_lambda is not None:
-            raise ConfigError("--ngram, --lambda and --tune-lambda need an RNN run as MODEL.")
+        check_interpolation_flags(ngram, lam, tune_lambda, model_is_arpa=True)
         scores = _arpa(run).score_sentences(_lines(file, "evaluation"))
         return EvalResult(
             str(file), "word", scores.num_tokens, scores.num_oov, -scores.total_log10 * math.log(10)
         )
+    check_interpolation_flags(ngram, lam, tune_lambda)
     loaded = _as_run(run, device, weights)
     logp, unknown = _token_log_probs(loaded, file, batch_size, bptt, dynamic)
     if ngram is None:
-        if lam is not None or tune_lambda is not None:
-            raise ConfigError("--lambda and --tune-lambda need --ngram ARPA to interpolate with.")
         return EvalResult(str(file), loaded.vocab.level, len(logp), unknown, -float(logp.sum()))
     if loaded.vocab.level != "word":
         raise ConfigError("--ngram needs a word-level run: n-gram models here are over words.")
     model = _arpa(ngram)
     if tune_lambda is not None:
-        if lam is not None:
-            raise ConfigError("--lambda and --tune-lambda conflict: give one.")
         valid, _ = _token_log_probs(loaded, tune_lambda, batch_size, bptt, dynamic)
         valid_ng = _aligned_ngram_log10(model, tune_lambda, len(valid))
         lam, _ = tune_lambda_weight(valid / math.log(10), valid_ng)
@@ -466,11 +468,11 @@ def score(
     if not lines:
         raise DataError(f"text to score {name!r} is empty; give one sentence a line.")
     if not isinstance(run, LoadedRun) and _is_arpa(run):
-        if ngram is not None or lam is not None or tune_lambda is not None:
-            raise ConfigError("--ngram, --lambda and --tune-lambda need an RNN run as MODEL.")
+        check_interpolation_flags(ngram, lam, tune_lambda, model_is_arpa=True)
         return ScoreResult(
             name, lines, [ln.split() for ln in lines], _arpa(run).score_sentences(lines)
         )
+    check_interpolation_flags(ngram, lam, tune_lambda)
     loaded = _as_run(run, device, weights)
     vocab = loaded.vocab
     if vocab.level != "word" or vocab.eos_id is None:
@@ -482,13 +484,9 @@ def score(
     dev = next(loaded.model.parameters()).device
     result = score_lines(loaded.model, vocab, lines, batch_size=batch_size, device=dev, file=name)
     if ngram is None:
-        if lam is not None or tune_lambda is not None:
-            raise ConfigError("--lambda and --tune-lambda need --ngram ARPA to interpolate with.")
         return result
     model = _arpa(ngram)
     if tune_lambda is not None:
-        if lam is not None:
-            raise ConfigError("--lambda and --tune-lambda conflict: give one.")
         valid_lines = _lines(tune_lambda, "--tune-lambda")
         rnn = score_lines(loaded.model, vocab, valid_lines, batch_size=batch_size, device=dev)
         lam, _ = tune_lambda_weight(
@@ -617,4 +615,14 @@ def plot(run: str | os.PathLike[str], out: str | os.PathLike[str] | None = None)
     return target
 
 
-__all__ = ["EvalResult", "ScoreResult", "evaluate", "generate", "load", "plot", "score", "train"]
+__all__ = [
+    "EvalResult",
+    "ScoreResult",
+    "evaluate",
+    "generate",
+    "load",
+    "plot",
+    "rescore",
+    "score",
+    "train",
+]

@@ -79,14 +79,14 @@ def register(subparsers: Any) -> None:
 def _fallback(args: argparse.Namespace) -> tuple[float, float, float] | None:
     values = args.fallback_discounts
     if values is not None and not args.discount_fallback:
-        raise ConfigError("--fallback-discounts needs --discount-fallback")
+        raise ConfigError("--fallback-discounts needs --discount-fallback.")
     if not args.discount_fallback:
         return None
     if values is None:
         return (0.5, 1.0, 1.5)
     for j, d in enumerate(values, start=1):
         if not 0.0 <= d <= j:
-            raise ConfigError(f"--fallback-discounts D{j} must be between 0 and {j}, got {d}")
+            raise ConfigError(f"--fallback-discounts D{j} must be between 0 and {j}, got {d}.")
     return (values[0], values[1], values[2])
 
 
@@ -94,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rnnkit.ngram import train_kneser_ney_verbose, write_arpa
 
     if args.order < 1:
-        raise ConfigError(f"--order must be at least 1 (the n of the n-grams), got {args.order}")
+        raise ConfigError(f"--order must be at least 1 (the n of the n-grams), got {args.order}.")
     fallback = _fallback(args)
     t0 = time.perf_counter()
     model, info = train_kneser_ney_verbose(args.text, args.order, discount_fallback=fallback)
@@ -109,7 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         write_arpa(model, args.output)
     except OSError as exc:
-        raise ConfigError(f"--output {args.output}: cannot write ({exc.strerror})") from exc
+        raise ConfigError(f"--output {args.output}: cannot write ({exc.strerror}).") from exc
     t2 = time.perf_counter()
     _log(
         f"estimated in {t1 - t0:.2f} s, wrote {args.output} in {t2 - t1:.2f} s "

@@ -1,10 +1,9 @@
 """``rnnkit rescore``: rescore n-best lists (Mikolov's RNNLM format) with a language model.
 
-The language model is anything :func:`load_scorer` turns into a
-:data:`~rnnkit.evaluation.interpolation.TokenScorer` (sentences to per-token log10
-probabilities): an ARPA file (:func:`ngram_scorer`) or a word-level run (:func:`rnn_scorer`).
-``--ngram ARPA --lambda L`` interpolates MODEL (weight L, Mikolov's convention) with an n-gram
-model word by word.
+Flags and printing only: :func:`rnnkit.evaluation.rescoring.rescore_nbest` (``rnnkit.rescore``)
+does the work. MODEL is an ARPA file or a word-level run directory (see
+:func:`~rnnkit.evaluation.rescoring.load_scorer`); ``--ngram ARPA --lambda L`` interpolates it
+(weight L, Mikolov's convention) with an n-gram model word by word.
 """
 
 from __future__ import annotations
@@ -13,12 +12,11 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import IO, Any
 
-from rnnkit.cli.lm import add_interpolation_flags
-from rnnkit.errors import ConfigError, DataError
-from rnnkit.evaluation.interpolation import DEFAULT_LAMBDA
+from rnnkit.cli.lm import add_interpolation_flags, add_weights_flag
+from rnnkit.errors import ConfigError
+from rnnkit.evaluation.rescoring import SCORES
 
 
 def register(subparsers: Any) -> None:
@@ -34,13 +32,14 @@ def register(subparsers: Any) -> None:
         "model", metavar="MODEL", help="word-level run directory, or ARPA file (plain or .gz)"
     )
     p.add_argument("nbest", metavar="NBEST", help="n-best list (UTF-8)")
+    add_weights_flag(p)
     add_interpolation_flags(p)
     p.add_argument(
         "--lm-weight", type=float, default=1.0, help="weight of the LM log10 probability (1.0)"
     )
     p.add_argument(
         "--scores",
-        choices=("auto", "yes", "no"),
+        choices=tuple(SCORES),
         default="auto",
         help="whether the field after the id is an existing score (auto: when every line has "
         "a number there)",
@@ -51,68 +50,13 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_rescore)
 
 
-def ngram_scorer(path: str) -> Any:
-    """A TokenScorer for an ARPA file."""
-    from rnnkit.ngram import read_arpa
-
-    model = read_arpa(path)
-
-    def score(sentences: Sequence[str]) -> list[Any]:
-        return model.score_sentences(sentences).per_sentence()
-
-    return score
-
-
-def rnn_scorer(path: Path) -> Any:
-    """A TokenScorer for a word-level RNN run directory (sentences scored independently)."""
-    from rnnkit import api
-    from rnnkit.evaluation.sentences import token_scorer
-
-    loaded = api.load(path, device="auto")
-    if loaded.vocab.level != "word":
-        raise ConfigError(
-            f"MODEL {path} is a character-level run; rescoring needs a word-level run (--level word)."
-        )
-    return token_scorer(loaded.model, loaded.vocab, device=next(loaded.model.parameters()).device)
-
-
-def load_scorer(path: str) -> Any:
-    """Turn a MODEL argument into a TokenScorer: an ARPA file, or an RNN run directory."""
-    p = Path(path)
-    if p.is_dir():
-        return rnn_scorer(p)
-    if not p.exists():
-        raise DataError(f"{path}: no such model file or run directory; check the path")
-    return ngram_scorer(path)
-
-
-def tune_on(model: Any, ngram: Any, valid: str) -> tuple[float, float]:
-    """The interpolation weight of ``model`` minimising perplexity on the text ``valid``."""
-    import numpy as np
-
-    from rnnkit.evaluation.interpolation import tune_lambda
-    from rnnkit.ngram import read_lines
-
-    lines = read_lines(valid)
-    if not lines:
-        raise DataError(f"--tune-lambda {valid}: the file is empty; give a validation text")
-    a, b = model(lines), ngram(lines)
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x.shape != y.shape:
-            raise DataError(
-                f"--tune-lambda {valid}:{i + 1}: the models scored {x.size} and {y.size} tokens;"
-                " they must share the tokenisation"
-            )
-    return tune_lambda(np.concatenate(a), np.concatenate(b))
-
-
 def _open_out(path: str | None) -> IO[str]:
     if path is None:
         return sys.stdout
     try:
         return open(path, "w", encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot write ({exc.strerror})") from exc
+        raise ConfigError(f"{path}: cannot write ({exc.strerror}).") from exc
 
 
 def _write(out: IO[str], rows: Sequence[Any], fmt: str, full: bool) -> None:
@@ -135,45 +79,30 @@ def _write(out: IO[str], rows: Sequence[Any], fmt: str, full: bool) -> None:
 
 
 def cmd_rescore(args: argparse.Namespace) -> int:
-    from rnnkit.evaluation.interpolation import check_lambda, interpolated_scorer
-    from rnnkit.evaluation.rescoring import best_per_id, read_nbest, rescore
+    from rnnkit.evaluation.rescoring import rescore_nbest
 
-    if args.lam is not None and args.ngram is None:
-        raise ConfigError("--lambda needs --ngram ARPA (the model to interpolate MODEL with)")
-    if args.tune_lambda is not None and args.ngram is None:
-        raise ConfigError("--tune-lambda needs --ngram ARPA (the model to interpolate MODEL with)")
-    if args.tune_lambda is not None and args.lam is not None:
-        raise ConfigError("give either --lambda or --tune-lambda, not both")
-    has_score = {"auto": None, "yes": True, "no": False}[args.scores]
-    entries = read_nbest(args.nbest, has_score=has_score)
-    scorer = load_scorer(args.model)
-    if args.ngram is not None:
-        if not Path(args.ngram).is_file():
-            raise DataError(f"--ngram {args.ngram}: no such ARPA file; check the path")
-        ngram = ngram_scorer(args.ngram)
-        if args.tune_lambda is not None:
-            lam, ppl = tune_on(scorer, ngram, args.tune_lambda)
-            print(
-                f"tuned --lambda {lam:.4f} on {args.tune_lambda}: interpolated perplexity "
-                f"{ppl:.2f}",
-                file=sys.stderr,
-            )
-        else:
-            lam = check_lambda(DEFAULT_LAMBDA if args.lam is None else args.lam)
-        scorer = interpolated_scorer(scorer, ngram, lam)
-    rescored = rescore(entries, scorer, lm_weight=args.lm_weight)
-    best = best_per_id(rescored)
+    result = rescore_nbest(
+        args.model,
+        args.nbest,
+        ngram=args.ngram,
+        lam=args.lam,
+        tune_lambda=args.tune_lambda,
+        lm_weight=args.lm_weight,
+        scores=args.scores,
+        weights=args.weights,
+        log=lambda msg: print(msg, file=sys.stderr),
+    )
     if args.output is not None:
         with _open_out(args.output) as f:
-            _write(f, rescored, args.format, full=True)
+            _write(f, result.candidates, args.format, full=True)
     if args.best is not None:
         with _open_out(args.best) as f:
-            _write(f, best, args.format, full=False)
+            _write(f, result.best, args.format, full=False)
     else:
-        _write(sys.stdout, best, args.format, full=False)
+        _write(sys.stdout, result.best, args.format, full=False)
     print(
-        f"rescored {len(rescored)} candidates for {len(best)} sentence ids "
-        f"(existing scores: {'yes' if entries[0].score is not None else 'no'}, "
+        f"rescored {len(result.candidates)} candidates for {len(result.best)} sentence ids "
+        f"(existing scores: {'yes' if result.has_scores else 'no'}, "
         f"LM weight {args.lm_weight}, LM scores in log10)",
         file=sys.stderr,
     )

@@ -12,6 +12,7 @@ particular model: any scorer that maps sentences to per-token log10 probabilitie
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -32,8 +33,31 @@ def check_lambda(lam: float, flag: str = "--lambda") -> float:
     """Return ``lam`` as a float if it is within [0, 1]; else raise :class:`ConfigError`."""
     lam = float(lam)
     if not 0.0 <= lam <= 1.0 or math.isnan(lam):
-        raise ConfigError(f"{flag} must be between 0 and 1 (the RNN's weight), got {lam}")
+        raise ConfigError(f"{flag} must be between 0 and 1 (the RNN's weight), got {lam}.")
     return lam
+
+
+def check_interpolation_flags(
+    ngram: str | os.PathLike[str] | None,
+    lam: float | None,
+    tune_lambda: str | os.PathLike[str] | None,
+    *,
+    model_is_arpa: bool = False,
+) -> None:
+    """Check that ``--ngram``, ``--lambda`` and ``--tune-lambda`` go together.
+
+    ``--lambda`` (within [0, 1]) or ``--tune-lambda`` needs ``--ngram``, and not both are given;
+    ``model_is_arpa``: MODEL is an ARPA file, which takes none of them (``evaluate`` and
+    ``score`` interpolate a run with an n-gram model). Raises :class:`ConfigError`.
+    """
+    if model_is_arpa and (ngram is not None or lam is not None or tune_lambda is not None):
+        raise ConfigError("--ngram, --lambda and --tune-lambda need an RNN run as MODEL.")
+    if ngram is None and (lam is not None or tune_lambda is not None):
+        raise ConfigError("--lambda and --tune-lambda need --ngram ARPA to interpolate with.")
+    if lam is not None and tune_lambda is not None:
+        raise ConfigError("--lambda and --tune-lambda conflict: give one.")
+    if lam is not None:
+        check_lambda(lam)
 
 
 def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +66,7 @@ def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if a.shape != b.shape:
         raise DataError(
             f"the two models scored different numbers of tokens ({a.shape} vs {b.shape}); "
-            "they must share the tokenisation (one token per word, </s> last)"
+            "they must share the tokenisation (one token per word, </s> last)."
         )
     return a, b
 
@@ -81,7 +105,7 @@ def tune_lambda(
     """
     a, b = _pair(rnn_log10, ngram_log10)
     if a.size == 0:
-        raise DataError("no tokens to tune the interpolation weight on")
+        raise DataError("no tokens to tune the interpolation weight on.")
     # Work with probabilities relative to the larger of the two, per token, to stay finite.
     top = np.maximum(a, b)
     pa = 10.0 ** (a - top)
@@ -119,9 +143,30 @@ def interpolated_scorer(rnn: TokenScorer, ngram: TokenScorer, lam: float) -> Tok
             if x.shape != y.shape:
                 raise DataError(
                     f"sentence {i + 1}: the models scored {x.size} and {y.size} tokens; they "
-                    "must share the tokenisation to be interpolated"
+                    "must share the tokenisation to be interpolated."
                 )
             out.append(interpolate_log10(x, y, lam))
         return out
 
     return score
+
+
+def tune_lambda_on_text(
+    model: TokenScorer, ngram: TokenScorer, valid: str | os.PathLike[str]
+) -> tuple[float, float]:
+    """The weight of ``model`` (against ``ngram``) minimising the interpolated perplexity of
+    the text file ``valid`` (one sentence a line), and that perplexity; see :func:`tune_lambda`.
+    """
+    from rnnkit.ngram import read_lines
+
+    lines = read_lines(valid)
+    if not lines:
+        raise DataError(f"--tune-lambda {valid}: the file is empty; give a validation text.")
+    a, b = model(lines), ngram(lines)
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x.shape != y.shape:
+            raise DataError(
+                f"--tune-lambda {valid}:{i + 1}: the models scored {x.size} and {y.size} tokens;"
+                " they must share the tokenisation."
+            )
+    return tune_lambda(np.concatenate(a), np.concatenate(b))

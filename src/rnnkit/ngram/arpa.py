@@ -108,21 +108,21 @@ def _read_text(path: Path) -> str:
     try:
         data = path.read_bytes()
     except FileNotFoundError as exc:
-        raise DataError(f"{path}: no such ARPA file; check the path") from exc
+        raise DataError(f"{path}: no such ARPA file; check the path.") from exc
     except IsADirectoryError as exc:
-        raise DataError(f"{path}: is a directory, not an ARPA file") from exc
+        raise DataError(f"{path}: is a directory, not an ARPA file.") from exc
     except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror})") from exc
+        raise DataError(f"{path}: cannot be read ({exc.strerror}).") from exc
     if data[:2] == _GZIP_MAGIC:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError) as exc:
-            raise DataError(f"{path}: is not a valid gzip file ({exc})") from exc
+            raise DataError(f"{path}: is not a valid gzip file ({exc}).") from exc
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(
-            f"{path}: invalid UTF-8 at byte offset {exc.start} (of the uncompressed text)"
+            f"{path}: invalid UTF-8 at byte offset {exc.start} (of the uncompressed text)."
         ) from exc
 
 
@@ -155,7 +155,7 @@ def _parse_section(
     body = lines.lines[start : start + count]
     if len(body) < count:
         raise lines.error(
-            len(lines.lines), f"the file ends inside the {k}-grams section; it is truncated"
+            len(lines.lines), f"the file ends inside the {k}-grams section; it is truncated."
         )
     lines.i = start + count
     rows = [ln.split() for ln in body]
@@ -167,14 +167,14 @@ def _parse_section(
                 raise lines.error(
                     start + j + 1,
                     f"the {k}-grams section ends after {j} lines but the header declares "
-                    f"{count}; fix the count in \\data\\ or add the missing lines",
+                    f"{count}; fix the count in \\data\\ or add the missing lines.",
                 )
             if len(r) not in (k + 1, k + 2) or (is_highest and len(r) == k + 2):
                 want = f"{k + 1}" if is_highest else f"{k + 1} or {k + 2}"
                 raise lines.error(
                     start + j + 1,
                     f"a {k}-gram line needs {want} fields (log10 probability, {k} words"
-                    f"{'' if is_highest else ', optional back-off'}), found {len(r)}",
+                    f"{'' if is_highest else ', optional back-off'}), found {len(r)}.",
                 )
     probs = _floats(lines, start, [r[0] for r in rows], "probability")
     if lengths == {k + 2}:
@@ -205,7 +205,7 @@ def _floats(
             ok = False
         if not ok:
             line_no = start + (index[j] if index is not None else j) + 1
-            raise lines.error(line_no, f"the log10 {what} {t!r} is not a number")
+            raise lines.error(line_no, f"the log10 {what} {t!r} is not a number.")
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -226,17 +226,17 @@ def _read_header(lines: _Lines) -> list[int]:
     while first is not None and first[1] != "\\data\\":
         if not first[1].startswith("#"):
             raise lines.error(
-                first[0], "expected the ARPA header '\\data\\'; this is not an ARPA file"
+                first[0], "expected the ARPA header '\\data\\'; this is not an ARPA file."
             )
         first = lines.next_nonblank()
     if first is None:
-        raise DataError(f"{p}: no '\\data\\' header; this is not an ARPA file")
+        raise DataError(f"{p}: no '\\data\\' header; this is not an ARPA file.")
     declared: list[int] = []
     line_no, line = first
     while True:
         item = lines.next_nonblank()
         if item is None:
-            raise DataError(f"{p}: the file ends inside the \\data\\ header; it is truncated")
+            raise DataError(f"{p}: the file ends inside the \\data\\ header; it is truncated.")
         line_no, line = item
         m = _NGRAM_COUNT.match(line)
         if not m:
@@ -245,13 +245,13 @@ def _read_header(lines: _Lines) -> list[int]:
         k, c = int(m.group(1)), int(m.group(2))
         if k != len(declared) + 1:
             raise lines.error(
-                line_no, f"expected 'ngram {len(declared) + 1}=COUNT', found {line!r}"
+                line_no, f"expected 'ngram {len(declared) + 1}=COUNT', found {line!r}."
             )
         declared.append(c)
     if not declared:
-        raise lines.error(line_no, f"expected 'ngram 1=COUNT' after \\data\\, found {line!r}")
+        raise lines.error(line_no, f"expected 'ngram 1=COUNT' after \\data\\, found {line!r}.")
     if declared[0] == 0:
-        raise lines.error(line_no, "the header declares no 1-grams; a model needs <s> and </s>")
+        raise lines.error(line_no, "the header declares no 1-grams; a model needs <s> and </s>.")
     return declared
 
 
@@ -259,12 +259,12 @@ def _section_header(lines: _Lines, k: int) -> None:
     item = lines.next_nonblank()
     if item is None:
         raise DataError(
-            f"{lines.path}: the file ends before the \\{k}-grams: section; it is truncated"
+            f"{lines.path}: the file ends before the \\{k}-grams: section; it is truncated."
         )
     line_no, line = item
     m = _SECTION.match(line)
     if not m or int(m.group(1)) != k:
-        raise lines.error(line_no, f"expected '\\{k}-grams:', found {line[:60]!r}")
+        raise lines.error(line_no, f"expected '\\{k}-grams:', found {line[:60]!r}.")
 
 
 def _read(lines: _Lines) -> NgramModel:
@@ -290,7 +290,7 @@ def _read(lines: _Lines) -> NgramModel:
                 for w in r[1 : k + 1]:
                     if w not in word_to_id:
                         raise lines.error(
-                            first + j, f"the word {w!r} of this {k}-gram is not among the 1-grams"
+                            first + j, f"the word {w!r} of this {k}-gram is not among the 1-grams."
                         ) from None
             raise
         del rows, flat
@@ -299,15 +299,15 @@ def _read(lines: _Lines) -> NgramModel:
 
     item = lines.next_nonblank()
     if item is None:
-        raise DataError(f"{lines.path}: missing the closing '\\end\\' line; the file is truncated")
+        raise DataError(f"{lines.path}: missing the closing '\\end\\' line; the file is truncated.")
     if item[1] != "\\end\\":
         line_no, line = item
         if not line.startswith("\\"):
             raise lines.error(
                 line_no,
-                f"more {order}-grams than the {declared[-1]} the header declares: {line[:60]!r}",
+                f"more {order}-grams than the {declared[-1]} the header declares: {line[:60]!r}.",
             )
-        raise lines.error(line_no, f"expected '\\end\\', found {line[:60]!r}")
+        raise lines.error(line_no, f"expected '\\end\\', found {line[:60]!r}.")
 
     v = np.uint64(len(vocab))
     higher = _assemble(v, grams, sections, lines, blanks=False)
@@ -333,12 +333,12 @@ def _unigrams(
     seen: dict[str, int] = {}
     for j, w in enumerate(words):
         if w in seen:
-            raise lines.error(first + j, f"the unigram {w!r} appears twice")
+            raise lines.error(first + j, f"the unigram {w!r} appears twice.")
         seen[w] = j
     for special in (BOS, EOS):
         if special not in seen:
             raise DataError(
-                f"{lines.path}: the 1-grams lack {special!r}; every ARPA model needs it"
+                f"{lines.path}: the 1-grams lack {special!r}; every ARPA model needs it."
             )
     vocab = list(SPECIALS) + [w for w in words if w not in SPECIALS]
     word_to_id = {w: i for i, w in enumerate(vocab)}
@@ -381,7 +381,7 @@ def _assemble(
         dup = np.flatnonzero(key[1:] == key[:-1])
         if dup.size:
             j = int(sort[dup[0] + 1])
-            raise lines.error(first + j, f"this {k}-gram appears twice in the section")
+            raise lines.error(first + j, f"this {k}-gram appears twice in the section.")
         keys.append(key)
         out.append((key, pk[sort], bk[sort]))
     return out

@@ -85,11 +85,11 @@ def _chunks(path: Path) -> Iterator[tuple[int, int, str]]:
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError as exc:
-        raise DataError(f"{path}: no such file; check the path") from exc
+        raise DataError(f"{path}: no such file; check the path.") from exc
     except IsADirectoryError as exc:
-        raise DataError(f"{path}: is a directory, not a text file") from exc
+        raise DataError(f"{path}: is a directory, not a text file.") from exc
     except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror})") from exc
+        raise DataError(f"{path}: cannot be read ({exc.strerror}).") from exc
     with f:
         offset = 0
         line_no = 1
@@ -117,7 +117,7 @@ def _decode(path: Path, data: bytes, offset: int) -> str:
     except UnicodeDecodeError as exc:
         pos = offset + exc.start
         raise DataError(
-            f"{path}: invalid UTF-8 at byte offset {pos}; convert the file to UTF-8"
+            f"{path}: invalid UTF-8 at byte offset {pos}; convert the file to UTF-8."
         ) from exc
 
 
@@ -150,7 +150,7 @@ def _check_markers(path: Path, ids: np.ndarray, lengths: np.ndarray, first_line:
         sentence = int(np.searchsorted(np.cumsum(lengths), bad[0], side="right"))
         raise DataError(
             f"{path}:{first_line + sentence}: the training text contains the sentence marker "
-            f"{SPECIALS[int(ids[bad[0]])]!r}; remove it, rnnkit adds <s> and </s> itself"
+            f"{SPECIALS[int(ids[bad[0]])]!r}; remove it, rnnkit adds <s> and </s> itself."
         )
 
 
@@ -177,7 +177,7 @@ def read_training_text(path: str | os.PathLike[str]) -> tuple[dict[str, int], En
         np.concatenate(all_lengths) if all_lengths else np.zeros(0, np.int64),
     )
     if enc.num_words == 0:
-        raise DataError(f"{p}: the training file contains no words; give a non-empty text file")
+        raise DataError(f"{p}: the training file contains no words; give a non-empty text file.")
     return vocab, enc
 
 
@@ -222,7 +222,7 @@ def frame(enc: EncodedText) -> tuple[np.ndarray, np.ndarray]:
     seq[starts] = BOS_ID
     seq[ends] = EOS_ID
     if total >= 2**31:
-        raise DataError("the text is too long to encode (2**31 tokens or more); split it")
+        raise DataError("the text is too long to encode (2**31 tokens or more); split it.")
     pos = np.arange(total, dtype=np.int32)
     pos -= np.repeat(starts.astype(np.int32), framed)
     return seq, pos

@@ -171,7 +171,7 @@ def discounts_from(n: Sequence[int]) -> tuple[float, float, float] | None:
 
 def _check_order(order: int) -> None:
     if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-        raise ConfigError(f"--order must be an integer of at least 1, got {order!r}")
+        raise ConfigError(f"--order must be an integer of at least 1, got {order!r}.")
 
 
 def estimate_from_encoded(
@@ -209,7 +209,7 @@ def estimate_from_encoded(
                 raise DataError(
                     f"{source}: cannot estimate Kneser-Ney discounts for {k}-grams from the "
                     f"counts of counts {n} (too little or artificial data); pass "
-                    f"--discount-fallback (lmplz's default 0.5 1 1.5) or use more text"
+                    f"--discount-fallback (lmplz's default 0.5 1 1.5) or use more text."
                 )
             d = (
                 float(discount_fallback[0]),
@@ -313,10 +313,10 @@ def _encode_iterable(sentences: Iterable[str]) -> tuple[dict[str, int], EncodedT
     if any(t in ("<s>", "</s>") for sent in tokens for t in sent):
         raise DataError(
             "the training sentences contain a literal <s> or </s>; remove it, "
-            "rnnkit adds the sentence markers itself"
+            "rnnkit adds the sentence markers itself."
         )
     lengths = np.array([len(t) for t in tokens], dtype=np.int64)
     ids = np.array([vocab[t] for sent in tokens for t in sent], dtype=np.int32)
     if ids.size == 0:
-        raise DataError("the training sentences contain no words; give at least one word")
+        raise DataError("the training sentences contain no words; give at least one word.")
     return vocab, EncodedText(ids, lengths)
