@@ -29,9 +29,8 @@ from common import data_dir, print_machine
 from rnnkit.models import ModelConfig, make_model
 from rnnkit.models.output import default_classes, frequency_classes
 from rnnkit.tasks.lm import LanguageModelTask
-from rnnkit.text.dataset import prepare_data
+from rnnkit.text.dataset import DataConfig, prepare_data
 from rnnkit.training import TrainConfig, Trainer
-from rnnkit.training.config import DataConfig
 
 
 def main(argv: list[str] | None = None) -> int:

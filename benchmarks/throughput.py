@@ -57,10 +57,9 @@ from rnnkit.models import ModelConfig, make_model
 from rnnkit.models.output import AdaptiveSoftmax, ClassSoftmax, default_classes, frequency_classes
 from rnnkit.tasks.lm import LanguageModelTask
 from rnnkit.text import encode_file
-from rnnkit.text.dataset import prepare_data
+from rnnkit.text.dataset import DataConfig, prepare_data
 from rnnkit.training import TrainConfig, Trainer
 from rnnkit.training.checkpoint import LoadedRun
-from rnnkit.training.config import DataConfig
 
 MODELS = {  # name: (cell, hidden, layers)
     "elman100": ("rnn", 100, 1),
