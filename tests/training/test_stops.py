@@ -20,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import rnnkit
+from helpers import assert_one_sentence
 from rnnkit.cli import main
 from rnnkit.training.checkpoint import load_state
 from rnnkit.training.metrics import read_metrics
@@ -163,3 +164,29 @@ def test_a_signal_before_any_validation_saves_and_validates(
     step = load_state(run / "state.pt")["position"]["step"]
     assert step >= 3
     assert_trained_and_validated(run, step)
+
+
+@pytest.mark.slow
+def test_a_run_directory_is_locked_while_a_process_trains_in_it(
+    tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "r"
+    corpus = tmp_path / "big.txt"
+    corpus.write_text(tiny_corpus.read_text() * 40, encoding="utf-8")
+    flags = ["--hidden", "16", "--batch-size", "4", "--bptt", "12", "--log-every", "1"]
+    proc = _start(corpus, run, *flags, "--epochs", "1000")
+    end = time.time() + 60
+    while time.time() < end and proc.poll() is None:
+        if (run / "metrics.jsonl").exists() and len(read_metrics(run / "metrics.jsonl")) >= 2:
+            break
+        time.sleep(0.05)
+    try:
+        before = (run / "config.json").read_bytes()
+        for argv in (["--resume", str(run)], [str(corpus), "--out", str(run), "--overwrite"]):
+            assert main(["train", *argv, "--max-steps", "1"]) == 2
+            assert_one_sentence(capsys.readouterr().err, "is in use by another rnnkit process")
+        assert (run / "config.json").read_bytes() == before
+    finally:
+        proc.kill()  # a killed process leaves no stale lock: the OS drops it
+        proc.communicate()
+    assert main(["train", "--resume", str(run), "--max-steps", "1000000", "--epochs", "1"]) in (0,)

@@ -21,6 +21,7 @@ import torch
 
 from rnnkit.api.runs import (
     Log,
+    RunLock,
     resolve_device,
     set_threads,
 )
@@ -169,6 +170,9 @@ def train(
     train_cfg = from_dict(TrainConfig, train_kw, "training")
     out_path = Path(out)
     _check_out(out_path, overwrite)
+    # an existing run is locked at once (another process may be training in it); a new
+    # folder only once the data has been read, so bad input leaves nothing behind
+    lock = RunLock(out_path) if out_path.is_dir() else None
     t0 = time.perf_counter()
     data = prepare_data(data_cfg, None)  # bad input fails here, before anything is written
     if model_kw.get("output") == "class":  # Mikolov's classes from the training counts
@@ -182,6 +186,7 @@ def train(
         f"{data_cfg.level} vocabulary {len(data.vocab):,}, train {len(data.train_ids):,} "
         f"and valid {len(data.valid_ids):,} tokens (read in {time.perf_counter() - t0:.1f} s)"
     )
+    lock = lock or RunLock(out_path)  # before anything is removed or written
     _clear_out(out_path)
     torch.manual_seed(train_cfg.seed)
     model = make_model(model_cfg)
@@ -195,6 +200,7 @@ def train(
     }
     data.vocab.save(out_path / VOCAB)
     trainer = _make_trainer(model, data, data_cfg, train_cfg, out_path, dev, progress, log)
+    trainer.lock = lock
     trainer.save_checkpoint()
     write_config(out_path, config)  # last: the folder is a run once everything is in place
     shape = (
@@ -244,6 +250,7 @@ def _resume(
     on_validation: Callable[[dict[str, Any], torch.nn.Module], None] | None = None,
 ) -> TrainResult:
     config = read_config(run)
+    lock = RunLock(run)
     if "corpus" in data_kw and data_kw["corpus"] not in BUILTIN_CORPORA:
         data_kw["corpus"] = str(Path(data_kw["corpus"]).resolve())
     _check_resume_flags(config, {"model": model_kw, "data": data_kw, "training": train_kw})
@@ -258,6 +265,7 @@ def _resume(
         )
     model = build_model(config, vocab, run)
     trainer = _make_trainer(model, data, data_cfg, train_cfg, run, dev, progress, log)
+    trainer.lock = lock
     trainer.load_state_dict(load_state(run / STATE))
     if train_kw:
         config["training"] = dataclasses.asdict(train_cfg)

@@ -21,6 +21,7 @@ from torch import nn
 from rnnkit.errors import ConfigError, RunError
 from rnnkit.tasks.base import Task
 from rnnkit.training.checkpoint import (
+    LOCK,
     STATE,
     is_run_dir,
     is_run_file,
@@ -97,12 +98,46 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 
 def clear_out(out: Path) -> None:
-    """Make --out an empty run folder (only rnnkit's own files are removed)."""
+    """Make --out an empty run folder (only rnnkit's own files are removed; the lock stays)."""
     if out.is_dir():
         for p in out.iterdir():
-            if is_run_file(p.name):
+            if is_run_file(p.name) and p.name != LOCK:
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+
+
+class RunLock:
+    """An exclusive lock on a run directory while a process trains in it.
+
+    A second ``rnnkit train`` on the same folder gets one sentence and exit status 2 instead
+    of mixing its checkpoints and metrics with the first one's. The lock is an flock on
+    RUN/.lock: the operating system drops it when its process ends, however it ends, so a
+    lock left by a killed process is never stale. Held until :meth:`release` or until the
+    object is garbage-collected (the Trainer keeps it).
+    """
+
+    def __init__(self, run: Path) -> None:
+        run.mkdir(parents=True, exist_ok=True)
+        self.file: Any = open(run / LOCK, "a+")  # noqa: SIM115 (held for the run's life)
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, as before
+            return
+        try:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self.file.close()
+            raise RunError(
+                f"run directory {str(run)!r} is in use by another rnnkit process; wait for "
+                "it to finish or choose another --out."
+            ) from exc
+
+    def release(self) -> None:
+        if not self.file.closed:
+            self.file.close()  # closing the file drops the flock
+
+    def __del__(self) -> None:
+        self.release()
 
 
 def split_settings(
@@ -149,6 +184,7 @@ def start_run(
         raise ConfigError("--out RUN is required: the folder where the run is saved.")
     out_path = Path(out)
     check_out(out_path, overwrite)
+    lock = RunLock(out_path)
     clear_out(out_path)
     torch.manual_seed(train_cfg.seed)
     model = build_model()
@@ -156,6 +192,7 @@ def start_run(
     if save_vocabularies is not None:
         save_vocabularies(out_path)
     trainer = Trainer(model, task, train_cfg, out_path, device, progress=progress, log=log)
+    trainer.lock = lock
     trainer.save_checkpoint()
     config = {
         "rnnkit_version": __version__,
@@ -180,10 +217,12 @@ def resume_trainer(
     """The Trainer of run ``run`` at its saved state; ``build(config, train_cfg)`` rebuilds
     the task (over the run's vocabularies) and the model from config.json."""
     config = read_config(run)
+    lock = RunLock(run)
     check_resume_flags(config, {"model": {}, "data": {}, "training": train_kw})
     train_cfg = from_dict(TrainConfig, {**config["training"], **train_kw}, "training")
     task, model = build(config, train_cfg)
     trainer = Trainer(model, task, train_cfg, run, device, progress=progress, log=log)
+    trainer.lock = lock
     trainer.load_state_dict(load_state(run / STATE))
     if train_kw:
         config["training"] = dataclasses.asdict(train_cfg)
@@ -210,6 +249,7 @@ def check_same_file(saved: Any, rebuilt: Any, name: str, run: Path) -> None:
 
 __all__ = [
     "Log",
+    "RunLock",
     "TrainResult",
     "check_budget",
     "check_out",

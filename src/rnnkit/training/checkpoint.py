@@ -49,13 +49,15 @@ RUN_FILES = (CONFIG, VOCAB, BEST, LAST, STATE, METRICS)
 # the other vocabulary files a task may keep (one file each: labels, characters, audio
 # feature statistics, extra input columns column{N}.json)
 TASK_FILES = ("labels.json", "chars.json", "features.json")
+LOCK = ".lock"  # held (flock) by the process training in the run
 TASKS = ("lm", "classify", "tag")
 
 
 def is_run_file(name: str) -> bool:
     """Whether a file name is one rnnkit writes into a run directory."""
     column = name.startswith("column") and name.endswith(".json") and name[6:-5].isdigit()
-    return name in RUN_FILES or name in TASK_FILES or column or name.endswith(".tmp")
+    own = name in RUN_FILES or name in TASK_FILES or name == LOCK
+    return own or column or name.endswith(".tmp")
 
 
 def _plain_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
