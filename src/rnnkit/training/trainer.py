@@ -177,8 +177,13 @@ class Trainer:
         self.on_validation: Callable[[dict[str, Any], nn.Module], None] | None = None
         self.paused = 0.0  # seconds spent in on_validation, left out of the clock
         self.total_steps = 0  # batches in all the epochs (set by fit)
+        self.lock: Any = None  # the run directory's lock, held as long as this Trainer
         # --average: the running mean of the weights since validation first stalled
         self.averaged: AveragedModel | None = None
+        # the total gradient norm before clipping of the last step (a tensor, so reading it
+        # costs no sync): kept whenever clip > 0, and with clip 0 when record_grad_norm is set
+        self.record_grad_norm = False
+        self.last_grad_norm: torch.Tensor | None = None
 
     @property
     def windows(self) -> int:
@@ -274,7 +279,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+            self.last_grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), self.config.clip
+            )
+        elif self.record_grad_norm:
+            grads = [q.grad for q in self.model.parameters() if q.grad is not None]
+            self.last_grad_norm = torch.nn.utils.get_total_norm(grads)
         self.optimizer.step()
         self.step += 1
         # every few steps: one update reads and writes every weight (for a word LM mostly
@@ -295,12 +305,16 @@ class Trainer:
         max_time: float | None = None,
         max_steps: int | None = None,
         on_validation: Callable[[dict[str, Any], nn.Module], None] | None = None,
+        on_step: Callable[[Trainer, float], None] | None = None,
     ) -> TrainResult:
         """Train until the epochs, the schedule, ``max_time`` seconds or ``max_steps`` end it.
 
         ``on_validation(record, model)`` is called after each validation with the record
         written to metrics.jsonl; the time it takes is left out of the run's clock (a
         benchmark can score the test set there without spending the training budget).
+        ``on_step(trainer, loss)`` is called after each optimizer step with that step's loss
+        (nats per unit, before the update), a step that diverges included, before the
+        RnnkitError that stops the run.
         """
         cfg = self.config
         self.on_validation = on_validation
@@ -330,6 +344,8 @@ class Trainer:
                 if cfg.lr_schedule == "linear":
                     self._set_lr(self.schedule.at_progress(self._progress(start, max_time)))
                 loss = self.train_step()
+                if on_step is not None:
+                    on_step(self, loss)
                 if not math.isfinite(loss):
                     raise RnnkitError(
                         f"training diverged at step {self.step} (the loss is {loss}); lower "
