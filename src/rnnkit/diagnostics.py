@@ -15,9 +15,11 @@ model's own weights, in float64; the tests check the stepping against the fused 
 for the Elman RNN, the hidden gradients against the NumPy reference.
 
 :func:`diagnose` runs the comparison behind ``rnnkit diagnose``: Elman tanh, Elman ReLU, GRU
-and LSTM side by side (each briefly trained on the text first, or a trained run), an Elman
-RNN with a large W_aa initialisation (exploding), and that model trained with and without
-gradient clipping. It writes CSV files and a PNG plot. Nothing here prints to stdout.
+and LSTM side by side (each briefly trained on the text first, or a trained run), a deep
+Elman stack with and without skip connections, an Elman RNN with a large W_aa initialisation
+(exploding), and that model trained with and without gradient clipping. Every model is
+trained by the shared :class:`~rnnkit.training.Trainer` on :class:`RandomWindows` of the text.
+It writes CSV files and a PNG plot. Nothing here prints to stdout.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import copy
 import csv
 import math
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rnnkit.errors import ConfigError, DataError
+from rnnkit.errors import ConfigError, DataError, RnnkitError
 from rnnkit.models import CELLS, ModelConfig, RNNLanguageModel, State
+from rnnkit.tasks.base import Task
+from rnnkit.training.config import TrainConfig
+from rnnkit.training.trainer import Trainer
 from rnnkit.utils import atomic_write, atomic_write_text
 
 Log = Callable[[str], None]
@@ -56,25 +62,27 @@ FLOW_CSV, SATURATION_CSV, CLIPPING_CSV, PLOT_PNG = (
 # --- stepping through the cell with the fused module's weights ----------------------------
 
 
-def _weights(model: RNNLanguageModel, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    rnn = model.rnn
-    return (
-        getattr(rnn, f"weight_ih_l{k}"),
-        getattr(rnn, f"weight_hh_l{k}"),
-        getattr(rnn, f"bias_ih_l{k}"),
-        getattr(rnn, f"bias_hh_l{k}"),
-    )
-
-
 def step(model: RNNLanguageModel, x: Tensor, state: State) -> tuple[State, Tensor, Tensor]:
     """One time step of every layer, as torch documents the cells.
 
     ``x`` (B, E) is x_t; ``state`` is (L, B, H), or (h, c) for an LSTM. Returns the new
     state, and two counts over this step's nonlinearity units: how many are saturated
     (local derivative < 0.1) and how many there are. Elman: a_t (tanh) or z_t (ReLU); GRU:
-    the candidate n_t; LSTM: the candidate g_t and tanh(c_t).
+    the candidate n_t; LSTM: the candidate g_t and tanh(c_t). With skip connections layer
+    k >= 1 reads the sum of the layers below, a^(k-1) = h^(0) + ... + h^(k-1) (see
+    :func:`top_output`); the state holds each layer's own h^(k).
     """
+    new_state, saturated, units, _ = _step(model, x, state)
+    return new_state, saturated, units
+
+
+def _step(
+    model: RNNLanguageModel, x: Tensor, state: State
+) -> tuple[State, Tensor, Tensor, list[Tensor]]:
+    """:func:`step`, and each layer's new h^(k) (B, H) itself: the graph node that every
+    path from it to the loss (up the stack, back in time, to the output) runs through."""
     cfg = model.config
+    skip = model.layers is not None
     h_prev = state[0] if isinstance(state, tuple) else state
     c_prev = state[1] if isinstance(state, tuple) else None
     hs, cs = [], []
@@ -87,7 +95,7 @@ def step(model: RNNLanguageModel, x: Tensor, state: State) -> tuple[State, Tenso
         units += v.numel()
 
     for k in range(cfg.num_layers):
-        w_ih, w_hh, b_ih, b_hh = _weights(model, k)
+        w_ih, w_hh, b_ih, b_hh = model.layer_weights(k)
         h = h_prev[k]
         gi = x @ w_ih.T + b_ih
         gh = h @ w_hh.T + b_hh
@@ -119,10 +127,10 @@ def step(model: RNNLanguageModel, x: Tensor, state: State) -> tuple[State, Tenso
             h = torch.sigmoid(o) * tc
             cs.append(c)
         hs.append(h)
-        x = h  # the next layer's input
+        x = h + x if skip and k > 0 else h  # the next layer's input (the skip adds its own)
     new_h = torch.stack(hs)
     new_state: State = (new_h, torch.stack(cs)) if cfg.cell == "lstm" else new_h
-    return new_state, saturated, torch.tensor(units)
+    return new_state, saturated, torch.tensor(units), hs
 
 
 def run_steps(
@@ -130,18 +138,28 @@ def run_steps(
 ) -> tuple[list[Tensor], State, float]:
     """Step through ``tokens`` (B, T): the stacked hidden states h_t (L, B, H) of every step
     (graph kept), the final state, and the fraction of saturated units over all steps."""
+    hs, _, state, saturated = _run(model, tokens, state)
+    return hs, state, saturated
+
+
+def _run(
+    model: RNNLanguageModel, tokens: Tensor, state: State | None = None
+) -> tuple[list[Tensor], list[list[Tensor]], State, float]:
+    """:func:`run_steps`, and every step's list of the layers' own h^(k) (see :func:`_step`)."""
     B, T = tokens.shape
     if state is None:
         state = model.init_state(B)
     x = model.inputs(tokens)
     hs: list[Tensor] = []
+    layers: list[list[Tensor]] = []
     saturated, units = 0, 0
     for t in range(T):
-        state, s, n = step(model, x[:, t], state)
+        state, s, n, per_layer = _step(model, x[:, t], state)
         hs.append(state[0] if isinstance(state, tuple) else state)
+        layers.append(per_layer)
         saturated += int(s)
         units += int(n)
-    return hs, state, saturated / max(units, 1)
+    return hs, layers, state, saturated / max(units, 1)
 
 
 @dataclass
@@ -154,21 +172,33 @@ class Flow:
     units: str  # which units were counted
 
 
-def gradient_flow(model: RNNLanguageModel, tokens: Tensor, targets: Tensor) -> Flow:
+def top_output(model: RNNLanguageModel, h: Tensor) -> Tensor:
+    """What the output layer reads, from the stacked states h (L, B, H) of one step: the top
+    layer's h, or with skip connections the sum of every layer's (a^(L-1) = h^(0) + ... +
+    h^(L-1), since layer k >= 1 outputs h^(k) + a^(k-1))."""
+    return h.sum(0) if model.layers is not None else h[-1]
+
+
+def gradient_flow(
+    model: RNNLanguageModel, tokens: Tensor, targets: Tensor, layer: int = -1
+) -> Flow:
     """Measure the gradient flow of ``model`` on sequences ``tokens`` (B, T).
 
     L_T is the cross-entropy (nats) of predicting ``targets`` (B,) after the last step. For
-    each sequence b, ||dL_T/da_t||_2 over the top layer's H units; the mean over b per
-    distance. Runs in float64 on a copy, so the model itself is untouched.
+    each sequence b, ||dL_T/da_t||_2 over the H units of layer ``layer`` (-1: the top one;
+    0: the first, which reads x_t, so every path from the input T - t steps ago to L_T runs
+    through it, up the whole stack); the mean over b per distance. Runs in float64 on a copy,
+    so the model itself is untouched.
     """
     m = _float64_copy(model)
-    hs, _, saturated = run_steps(m, tokens)
+    hs, layers, _, saturated = _run(m, tokens)
     head: Any = m.head  # FullSoftmax (typed as nn.Module on the model)
-    logits = head.logits(hs[-1][-1])
+    logits = head.logits(top_output(m, hs[-1]))
     loss = F.cross_entropy(logits, targets, reduction="sum")  # sequences independent
-    grads = torch.autograd.grad(loss, hs)
+    # the layer's h_t itself, not the stacked state: paths up the stack leave from it too
+    grads = torch.autograd.grad(loss, [per_layer[layer] for per_layer in layers])
     T = tokens.shape[1]
-    norms = np.array([float(grads[T - 1 - d][-1].norm(dim=-1).mean()) for d in range(T)])
+    norms = np.array([float(grads[T - 1 - d].norm(dim=-1).mean()) for d in range(T)])
     cfg = m.config
     units = {
         "rnn": "a_t (tanh)" if cfg.nonlinearity == "tanh" else "z_t <= 0 (ReLU, dead)",
@@ -199,6 +229,7 @@ class Settings:
     batch_size: int = 32  # sequences measured (and trained on)
     train_steps: int = 200  # Adam steps on the text before measuring a fresh model
     lr: float = 3e-3  # Adam, for those steps
+    deep_layers: int = 4  # an Elman tanh stack this deep, with and without skips (0: none)
     explode_gain: float = 2.0  # W_aa ~ N(0, gain^2 / H): spectral radius about `gain`
     clip: float = 1.0  # clip-by-norm threshold in the clipping experiment
     clip_steps: int = 100  # SGD steps with and without clipping
@@ -213,6 +244,7 @@ class Settings:
             ("--batch-size", self.batch_size, 1),
             ("--train-steps", self.train_steps, 0),
             ("--clip-steps", self.clip_steps, 0),
+            ("--deep-layers", self.deep_layers, 0),
         ]
         for flag, value, least in checks:
             if value < least:
@@ -231,6 +263,8 @@ class Settings:
         for g in self.nonlinearities:
             if g not in ("tanh", "relu"):
                 raise ConfigError(f"--nonlinearity must be tanh or relu, not {g!r}.")
+        if self.deep_layers == 1:
+            raise ConfigError("--deep-layers must be 0 (no deep stacks) or at least 2, not 1.")
         if not self.cells:
             raise ConfigError("--cell needs at least one of rnn, gru, lstm.")
         if "rnn" in self.cells and not self.nonlinearities:
@@ -270,38 +304,89 @@ class Step:
     w_aa_norm: float
 
 
-def _train(
+class RandomWindows(Task):
+    """Random windows of a token array as training batches, for the Trainer.
+
+    Batch ``index`` of ``epoch`` is ``batch_size`` windows of ``length`` tokens (inputs and
+    next-token targets) from a generator seeded with (seed, epoch, index): the same batch on
+    every call. An epoch has ``steps`` batches. Validation is the loss (nats per token) on the
+    fixed ``probe`` windows (N, length').
+    """
+
+    name = "diagnose"
+
+    def __init__(
+        self, ids: np.ndarray, batch_size: int, length: int, steps: int, seed: int, probe: Tensor
+    ) -> None:
+        self.ids, self.batch_size, self.length = ids, batch_size, length
+        self.steps, self.seed, self.probe = steps, seed, probe
+
+    def num_batches(self, epoch: int) -> int:
+        return self.steps
+
+    def batch(self, epoch: int, index: int) -> Tensor:
+        rng = np.random.default_rng([self.seed, epoch, index])
+        return _windows(self.ids, self.batch_size, self.length, rng)
+
+    def loss(self, model: torch.nn.Module, batch: Tensor, carry: Any) -> tuple[Tensor, int, Any]:
+        assert isinstance(model, RNNLanguageModel)  # built here, never user input
+        loss, _ = model.loss(batch[:, :-1], batch[:, 1:])
+        return loss, int(batch[:, 1:].numel()), None
+
+    def validate(self, model: torch.nn.Module) -> dict[str, float]:
+        assert isinstance(model, RNNLanguageModel)
+        model.eval()
+        with torch.no_grad():
+            loss, _ = model.loss(self.probe[:, :-1], self.probe[:, 1:])
+        return {"loss": float(loss)}
+
+
+def train_steps(
     model: RNNLanguageModel,
-    ids: np.ndarray,
-    s: Settings,
-    rng: np.random.Generator,
-    steps: int,
+    task: RandomWindows,
     optimizer: str = "adam",
-    lr: float | None = None,
+    lr: float = 3e-3,
     clip: float | None = None,
 ) -> list[Step]:
-    """A few steps on random windows of the text; stops early if the loss is not finite."""
-    model.train()
-    params = list(model.parameters())
-    opt: torch.optim.Optimizer
-    if optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=lr or s.lr)
-    else:
-        opt = torch.optim.SGD(params, lr=lr or s.clip_lr)
+    """``task.steps`` steps of the shared Trainer (in a temporary run directory), recording
+    each step's loss, gradient norm before clipping and ||W_aa|| after the update. A step
+    whose loss is not finite is recorded (loss NaN) and ends the training, as the Trainer
+    stops there (it has applied that step's update)."""
     records: list[Step] = []
-    w_aa = _weights(model, 0)[1]
-    length = min(s.seq_len, 64) + 1
-    for i in range(1, steps + 1):
-        batch = _windows(ids, s.batch_size, length, rng)
-        loss, _ = model.loss(batch[:, :-1], batch[:, 1:])
-        opt.zero_grad()
-        loss.backward()
-        norm = float(torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf")))
-        if not math.isfinite(float(loss.detach())):
-            records.append(Step(i, float("nan"), norm, float(w_aa.detach().norm())))
-            break
-        opt.step()
-        records.append(Step(i, float(loss.detach()), norm, float(w_aa.detach().norm())))
+
+    def record(trainer: Trainer, loss: float) -> None:
+        norm = trainer.last_grad_norm
+        w_aa = model.layer_weights(0)[1]
+        records.append(
+            Step(
+                trainer.step,
+                loss if math.isfinite(loss) else math.nan,
+                math.nan if norm is None else float(norm),
+                float(w_aa.detach().norm()),
+            )
+        )
+
+    config = TrainConfig(
+        batch_size=task.batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        lr_schedule="constant",
+        clip=clip or 0.0,
+        epochs=1,
+        patience=0,
+        seed=task.seed,
+    )
+    with tempfile.TemporaryDirectory(prefix="rnnkit-diagnose-") as run:
+        trainer = Trainer(model, task, config, Path(run), torch.device("cpu"), progress=False)
+        trainer.record_grad_norm = True
+        try:
+            result = trainer.fit(max_steps=task.steps, on_step=record)
+        except RnnkitError:
+            if not records or math.isfinite(records[-1].loss):
+                raise  # not the divergence the records show
+        else:
+            if result.interrupted:
+                raise KeyboardInterrupt
     model.eval()
     return records
 
@@ -311,7 +396,7 @@ def explode_init(model: RNNLanguageModel, gain: float, generator: torch.Generato
     H = model.config.hidden_size
     with torch.no_grad():
         for k in range(model.config.num_layers):
-            w = getattr(model.rnn, f"weight_hh_l{k}")
+            w = model.layer_weights(k)[1]
             w.copy_(torch.randn(w.shape, generator=generator, dtype=w.dtype) * gain / math.sqrt(H))
 
 
@@ -345,30 +430,41 @@ def diagnose(
     tokens, targets = probe[:, :-1], probe[:, -1]
     result = Result(out=out_dir, flows={})
 
-    def config(cell: str, g: str = "tanh") -> ModelConfig:
+    def config(cell: str, g: str = "tanh", layers: int = 0, skip: bool = False) -> ModelConfig:
         return ModelConfig(
             vocab_size=vocab_size,
             cell=cell,
             nonlinearity=g,
             hidden_size=s.hidden_size,
-            num_layers=s.num_layers,
+            num_layers=layers or s.num_layers,
+            skip=skip,
         )
+
+    def windows(steps: int, seed: int) -> RandomWindows:
+        return RandomWindows(ids, s.batch_size, min(s.seq_len, 64) + 1, steps, seed, probe)
+
+    def measure(label: str, model: RNNLanguageModel) -> None:
+        result.flows[label] = gradient_flow(model, tokens, targets, layer=0)
 
     if run_model is not None:
         say(f"measuring {run_label}")
-        result.flows[run_label] = gradient_flow(run_model.cpu(), tokens, targets)
-    fresh = [("rnn", g) for g in s.nonlinearities if "rnn" in s.cells]
-    fresh += [(c, "tanh") for c in s.cells if c != "rnn"]
-    for cell, g in fresh:
+        measure(run_label, run_model.cpu())
+    fresh = [(f"rnn-{g}", config("rnn", g)) for g in s.nonlinearities if "rnn" in s.cells]
+    fresh += [(c, config(c)) for c in s.cells if c != "rnn"]
+    if "rnn" in s.cells and s.deep_layers:
+        # the seeds' third cure: a path around each layer of a deep stack
+        deep = f"rnn-tanh, {s.deep_layers} layers"
+        fresh.append((deep, config("rnn", layers=s.deep_layers)))
+        fresh.append((f"{deep}, skip", config("rnn", layers=s.deep_layers, skip=True)))
+    for label, cfg in fresh:
         torch.manual_seed(s.seed)
-        model = RNNLanguageModel(config(cell, g))
-        label = f"rnn-{g}" if cell == "rnn" else cell
+        model = RNNLanguageModel(cfg)
         if s.train_steps:
             say(f"training {label} for {s.train_steps} steps (Adam, lr {s.lr})")
-            recs = _train(model, ids, s, np.random.default_rng(s.seed + 1), s.train_steps)
+            recs = train_steps(model, windows(s.train_steps, s.seed + 1), "adam", s.lr)
             say(f"  {label}: loss {recs[-1].loss:.3f} nats/token after {recs[-1].step} steps")
             label += f" ({s.train_steps} steps)"
-        result.flows[label] = gradient_flow(model, tokens, targets)
+        measure(label, model)
 
     # The exploding case: an Elman tanh RNN with a large W_aa, measured at initialisation,
     # then trained by plain SGD with and without clipping by norm.
@@ -377,25 +473,16 @@ def diagnose(
         torch.manual_seed(s.seed)
         base = RNNLanguageModel(config("rnn", "tanh"))
         explode_init(base, s.explode_gain, gen)
-        label = f"rnn-tanh, W_aa x{s.explode_gain:g} (init)"
-        result.flows[label] = gradient_flow(base, tokens, targets)
+        measure(f"rnn-tanh, W_aa x{s.explode_gain:g} (init)", base)
         if s.clip_steps:
             for name, clip in (("no clipping", None), (f"clip norm {s.clip:g}", s.clip)):
                 model = RNNLanguageModel(base.config)
                 model.load_state_dict(base.state_dict())
                 say(f"training the large-W_aa RNN by SGD (lr {s.clip_lr}), {name}")
-                result.clipping[name] = _train(
-                    model,
-                    ids,
-                    s,
-                    np.random.default_rng(s.seed + 2),
-                    s.clip_steps,
-                    optimizer="sgd",
-                    lr=s.clip_lr,
-                    clip=clip,
-                )
+                task = windows(s.clip_steps, s.seed + 2)
+                result.clipping[name] = train_steps(model, task, "sgd", s.clip_lr, clip)
                 label = f"rnn-tanh, W_aa x{s.explode_gain:g}, {s.clip_steps} SGD steps, {name}"
-                result.flows[label] = gradient_flow(model, tokens, targets)
+                measure(label, model)
 
     result.files = _write_csv(result)
     if plot:
@@ -444,13 +531,16 @@ def plot_diagnostics(result: Result, path: Path, s: Settings) -> None:
     ax = axes[0, 0]
     for label, flow in result.flows.items():
         style = ":" if "SGD" in label else "--" if "W_aa" in label else "-"
+        deep = " layers" in label  # the deep stacks: dash-dot, or thick with skip connections
+        style = ("-" if "skip" in label else "-.") if deep else style
+        width = 2.5 if deep and "skip" in label else 1.5
         g = flow.grad_norm
         zero = np.flatnonzero(~(g > 0))  # exactly zero (or NaN) cannot be drawn on a log axis
         if len(zero):
             label += f" (0 from distance {zero[0]})"
-        ax.semilogy(np.where(g > 0, g, np.nan), style, label=label)
+        ax.semilogy(np.where(g > 0, g, np.nan), style, label=label, linewidth=width)
     ax.set_xlabel("distance T - t (steps)")
-    ax.set_ylabel("||dL_T / da_t|| (nats per unit of a)")
+    ax.set_ylabel("||dL_T / da_t|| of the first layer (nats per unit of a)")
     ax.set_title(f"gradient flow back in time (H={s.hidden_size}, layers={s.num_layers})")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)

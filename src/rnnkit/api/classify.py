@@ -262,7 +262,12 @@ def _init_from(model: SequenceClassifier, task: ClassifyTask, run: str) -> str:
         raise ConfigError(f"--init-from {run!r} must be a word-level language-model run.")
     if task.vocab is None:
         raise ConfigError("--init-from needs a text classifier, not an audio one.")
-    summary = model.init_from_lm(lm.model.state_dict(), lm.vocab.tokens, task.vocab.tokens)
+    state = dict(lm.model.state_dict())
+    for name in list(state):  # a --skip LM keeps layer k as layers.{k}.*_l0: name it rnn.*_l{k}
+        parts = name.split(".")
+        if parts[0] == "layers" and len(parts) == 3 and parts[2].endswith("_l0"):
+            state[f"rnn.{parts[2][:-1]}{parts[1]}"] = state.pop(name)
+    summary = model.init_from_lm(state, lm.vocab.tokens, task.vocab.tokens)
     return f"--init-from {run}: {summary}"
 
 

@@ -15,8 +15,9 @@ def register(subparsers: Any) -> None:
         help="why plain RNNs forget: gradient norm by distance, saturated units",
         description="Measure ||dL_T/da_t|| as a function of the distance T - t and the "
         "fraction of saturated units, for Elman tanh, Elman ReLU, GRU and LSTM side by side "
-        "(each briefly trained on the text), for a trained RUN if given, and for an Elman RNN "
-        "with a large W_aa initialisation trained by SGD with and without gradient clipping. "
+        "(each briefly trained on the text), for a deep Elman stack with and without skip "
+        "connections, for a trained RUN if given, and for an Elman RNN with a large W_aa "
+        "initialisation trained by SGD with and without gradient clipping. "
         "Writes gradient_flow.csv, saturation.csv, clipping.csv and diagnostics.png to --out.",
     )
     p.add_argument("run", nargs="?", metavar="RUN", help="a trained run directory to include")
@@ -62,6 +63,12 @@ def register(subparsers: Any) -> None:
         type=int,
         dest="num_layers",
         help="stacked layers (1, or the run's)",
+    )
+    g.add_argument(
+        "--deep-layers",
+        type=int,
+        default=4,
+        help="also an Elman tanh stack this deep, without and with skip connections (4; 0: none)",
     )
     g.add_argument(
         "--train-steps",
@@ -112,6 +119,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         nonlinearity=args.nonlinearity,
         hidden_size=args.hidden_size,
         num_layers=args.num_layers,
+        deep_layers=args.deep_layers,
         train_steps=args.train_steps,
         lr=args.lr,
         seq_len=args.seq_len,

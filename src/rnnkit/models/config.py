@@ -21,9 +21,11 @@ class ModelConfig:
     (an n-gram model of order n = context + 1) through one tanh layer of ``hidden_size``.
     ``embedding_size`` None means equal to ``hidden_size``. ``one_hot`` feeds the one-hot
     vector of each token to the first layer (input size = vocabulary size) instead of an
-    embedding, as the seeds write it. ``weight_dropout`` drops entries of each W_aa while
-    training (DropConnect, as AWD-LSTM does): the recurrence stays the fused kernel and the
-    model stays an Elman/GRU/LSTM network at evaluation. ``locked_dropout`` draws the input
+    embedding, as the seeds write it. ``skip`` adds residual connections between stacked
+    layers (layer k >= 1 outputs f_k(a^(k-1)) + a^(k-1); no effect with one layer; a config
+    saved before it existed loads with False). ``weight_dropout`` drops entries of each W_aa
+    while training (DropConnect, as AWD-LSTM does): the recurrence stays the fused kernel and
+    the model stays an Elman/GRU/LSTM network at evaluation. ``locked_dropout`` draws the input
     and output dropout masks once per sequence and window, the same at every time step
     (variational dropout, Gal and Ghahramani 2016; AWD-LSTM's LockedDropout). ``output``
     picks the output layer (see :mod:`rnnkit.models.output`): ``full`` softmax, ``class``
@@ -38,6 +40,7 @@ class ModelConfig:
     nonlinearity: str = "tanh"
     hidden_size: int = 256
     num_layers: int = 1
+    skip: bool = False
     embedding_size: int | None = None
     one_hot: bool = False
     dropout: float = 0.0
@@ -92,6 +95,8 @@ class ModelConfig:
             raise ConfigError(f"--weight-dropout must be in [0, 1), not {self.weight_dropout}.")
         if self.weight_dropout and self.arch != "rnn":
             raise ConfigError("--weight-dropout applies to recurrent weights: --arch rnn only.")
+        if self.skip and self.arch != "rnn":
+            raise ConfigError("--skip connects stacked recurrent layers: --arch rnn only.")
         if self.locked_dropout and self.arch != "rnn":
             raise ConfigError("--locked-dropout masks a sequence over time: --arch rnn only.")
         if self.one_hot and self.embedding_size is not None:
