@@ -71,13 +71,16 @@ LM = dict(
 )  # fmt: skip
 LM_MAX_TIME = 1500.0
 LM_VALID_BYTES = 400_000  # the language model validates on the first 400,000 bytes
+# words seen once become <unk> (so its embedding is trained for the test set's unseen words);
+# a character BiLSTM per word sees their spelling
 CHUNK = dict(
-    feature_columns=[1], hidden_size=128, dropout=0.3, epochs=12, patience=0,
-    unseen_labels="score",
+    feature_columns=[1], char_features=True, min_count=2, hidden_size=128, dropout=0.3,
+    epochs=15, patience=0, unseen_labels="score",
 )  # fmt: skip
 POS = dict(
-    label_column=1, hidden_size=128, dropout=0.3, epochs=8, patience=0, unseen_labels="score"
-)
+    label_column=1, char_features=True, min_count=2, hidden_size=128, dropout=0.3, epochs=12,
+    patience=0, unseen_labels="score",
+)  # fmt: skip
 CONLL_TRAIN_SENTENCES = 8000  # the rest of CoNLL-2000's training file (936) is the dev set
 
 # --quick: tiny slices of each data set, 1 epoch
