@@ -74,8 +74,8 @@ LM_VALID_BYTES = 400_000  # the language model validates on the first 400,000 by
 # words seen once become <unk> (so its embedding is trained for the test set's unseen words);
 # a character BiLSTM per word sees their spelling
 CHUNK = dict(
-    feature_columns=[1], char_features=True, min_count=2, hidden_size=128, dropout=0.3,
-    epochs=15, patience=0, unseen_labels="score",
+    feature_columns=[1], char_features=True, min_count=2, hidden_size=200, dropout=0.5,
+    epochs=20, average=True, patience=0, unseen_labels="score",
 )  # fmt: skip
 POS = dict(
     label_column=1, char_features=True, min_count=2, hidden_size=128, dropout=0.3, epochs=12,
