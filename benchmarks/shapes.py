@@ -431,7 +431,7 @@ RUNNERS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "fsdd": run_fsdd,
     "rt_cv": run_rt_cv,
     "rt_cv_lm": run_rt_cv_lm,
-    "chunk_bilstm": lambda ctx: tagger(ctx, "chunk_bilstm", CHUNK),
+    "chunk_bilstm": lambda ctx: tagger(ctx, "chunk_bilstm", CHUNK, hidden_size=256),
     "chunk_crf": lambda ctx: tagger(ctx, "chunk_crf", CHUNK, crf=True),
     "pos_bi": lambda ctx: tagger(ctx, "pos_bi", POS, bidirectional=True),
     "pos_uni": lambda ctx: tagger(ctx, "pos_uni", POS, bidirectional=False),
