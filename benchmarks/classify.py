@@ -351,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = dict(
             cell=args.cell, hidden_size=args.hidden_size, embedding_size=args.embedding_size,
             bidirectional=args.bidirectional, pooling=args.pooling,
+            dropout=0.0,  # the plain model has none: the same work on both sides
         )  # fmt: skip
         torch.manual_seed(args.seed)
         model = task.build_model(settings)

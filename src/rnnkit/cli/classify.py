@@ -91,19 +91,21 @@ def _register_train(verbs: Any) -> None:
         "--init-from", metavar="RUN", help="start embedding and core from a word-level LM run"
     )
     g = p.add_argument_group("model")
-    g.add_argument("--cell", choices=CELLS, help="recurrent cell (rnn: Elman)")
+    g.add_argument("--cell", choices=CELLS, help="recurrent cell (lstm; rnn: Elman)")
     g.add_argument("--nonlinearity", choices=NONLINEARITIES, help="g1 of the Elman RNN (tanh)")
     g.add_argument(
         "--hidden-size", "--hidden", type=int, dest="hidden_size", help="units per direction"
     )
     g.add_argument("--num-layers", "--layers", type=int, dest="num_layers", help="layers (1)")
     g.add_argument(
-        "--bidirectional", action="store_const", const=True, help="read each sequence both ways"
+        "--bidirectional",
+        action=argparse.BooleanOptionalAction,
+        help="read each sequence both ways (on; --no-bidirectional: left to right only)",
     )
     g.add_argument("--skip", action="store_const", const=True, help="residual links between layers")
     g.add_argument("--embedding-size", type=int, help="word embedding size (= hidden size)")
-    g.add_argument("--dropout", type=float, help="dropout on inputs, between layers, pooled (0)")
-    g.add_argument("--pooling", choices=POOLINGS, help="how a_1..a_T become one vector (last)")
+    g.add_argument("--dropout", type=float, help="dropout on inputs, between layers, pooled (0.5)")
+    g.add_argument("--pooling", choices=POOLINGS, help="how a_1..a_T become one vector (max)")
     add_training_flags(p, batch_help="sequences per batch (32)")
     add_budget_flags(p)
     p.set_defaults(func=cmd_train)
