@@ -68,9 +68,9 @@ def test_max_steps_before_any_validation_validates_the_final_weights(
 def test_max_time_before_any_validation_validates_the_final_weights(
     tiny_corpus: Path, tmp_path: Path
 ) -> None:
-    result = rnnkit.train(
-        tiny_corpus, tmp_path / "r", max_time=0.5, progress=False, **{**NEVER, "epochs": 1000}
-    )
+    corpus = tmp_path / "big.txt"  # an epoch far longer than the budget: no validation in it
+    corpus.write_text(tiny_corpus.read_text() * 200, encoding="utf-8")
+    result = rnnkit.train(corpus, tmp_path / "r", max_time=0.5, progress=False, **NEVER)
     assert result.stopped.startswith("reached --max-time")
     assert_trained_and_validated(tmp_path / "r", result.step)
     # eval reads those weights: the perplexity is the final validation's, not an untrained one
