@@ -65,7 +65,10 @@ def test_classify_probabilities_do_not_depend_on_batch_company(tmp_path: Path) -
 
 def test_classify_stopped_and_resumed_ends_with_the_same_weights(tmp_path: Path) -> None:
     pos, neg = polarity(tmp_path)
-    kw = dict(progress=False, hidden_size=8, batch_size=8, epochs=3, dropout=0.3, seed=4)
+    kw = dict(
+        progress=False, hidden_size=8, batch_size=8, epochs=3, dropout=0.3, seed=4,
+        word_dropout=0.2,
+    )  # fmt: skip
     classify.train([pos, neg], tmp_path / "full", **kw)
     classify.train([pos, neg], tmp_path / "part", max_steps=5, **kw)
     classify.train(resume=tmp_path / "part", progress=False)
@@ -221,3 +224,20 @@ def test_runs_written_before_tasks_load_and_resume(tmp_path: Path) -> None:
     a, b = (load_file(str(p / "last.safetensors")) for p in (run, tmp_path / "new"))
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_word_dropout_is_drawn_from_the_seed_and_spares_padding(tmp_path: Path) -> None:
+    from rnnkit.tasks.classify import ClassifyTask
+
+    pos, neg = polarity(tmp_path, 200)
+    make = lambda p: ClassifyTask.from_text_files([pos, neg], seed=1, word_dropout=p)  # noqa: E731
+    plain, dropped, again = make(0.0), make(0.5), make(0.5)
+    unk = dropped.vocab.unk_id  # type: ignore[union-attr]
+    a, b, c = plain.batch(0, 1), dropped.batch(0, 1), again.batch(0, 1)
+    assert torch.equal(b.inputs, c.inputs)  # the same (seed, epoch, index), the same words
+    real = torch.arange(a.inputs.shape[1])[None, :] < a.lengths[:, None]
+    changed = (a.inputs != b.inputs) & real
+    assert torch.all(b.inputs[changed] == unk)
+    assert torch.equal(a.inputs[~real], b.inputs[~real])  # padding is left alone
+    assert 0.35 < changed.sum().item() / real.sum().item() < 0.65
+    assert not torch.equal(dropped.batch(1, 1).inputs, b.inputs)

@@ -67,6 +67,7 @@ class ClassifyData:
     fold: int | None = None  # cross-validation: this run holds out fold `fold` of `folds`
     folds: int | None = None
     init_from: str | None = None  # a language-model run the embedding and core start from
+    word_dropout: float = 0.0  # each training word becomes <unk> with this probability
 
     def validate(self) -> None:
         if not self.files and self.audio is None and self.manifest is None:
@@ -117,6 +118,7 @@ def prepare_task(data: ClassifyData, train_cfg: TrainConfig) -> ClassifyTask:
             [items[i] for i in tr], [items[i] for i in va], **common
         )
     text: dict[str, Any] = dict(
+        word_dropout=data.word_dropout,
         min_count=data.min_count,
         max_vocab_size=data.vocab_size,
         tokenizer=data.tokenizer,

@@ -16,7 +16,8 @@ POOLINGS = ("last", "mean", "max", "attention")  # as rnnkit.models.classifier, 
 MODEL = ("cell", "nonlinearity", "hidden_size", "num_layers", "bidirectional", "skip",
          "embedding_size", "dropout", "pooling")  # fmt: skip
 DATA = ("valid", "valid_fraction", "format", "encoding", "tokenizer", "lowercase", "min_count",
-        "vocab_size", "audio", "manifest", "label_pattern", "split", "init_from")  # fmt: skip
+        "vocab_size", "audio", "manifest", "label_pattern", "split", "init_from",
+        "word_dropout")  # fmt: skip
 
 
 def _log(msg: str) -> None:
@@ -89,6 +90,9 @@ def _register_train(verbs: Any) -> None:
     )
     g.add_argument(
         "--init-from", metavar="RUN", help="start embedding and core from a word-level LM run"
+    )
+    g.add_argument(
+        "--word-dropout", type=float, help="each training word becomes <unk> with this chance (0)"
     )
     g = p.add_argument_group("model")
     g.add_argument("--cell", choices=CELLS, help="recurrent cell (lstm; rnn: Elman)")

@@ -96,6 +96,7 @@ class ClassifyTask(Task):
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         seed: int = 0,
+        word_dropout: float = 0.0,
     ) -> None:
         """``labels`` class names in id order; exactly one of ``vocab`` (text) and
         ``features`` (an :class:`rnnkit.audio.AudioFeatures`, audio); ``train``/``valid``
@@ -113,6 +114,9 @@ class ClassifyTask(Task):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.seed = seed
+        if not 0.0 <= word_dropout < 1.0:
+            raise ConfigError(f"--word-dropout must be in [0, 1), not {word_dropout}.")
+        self.word_dropout = word_dropout
         self._epoch_batches: tuple[int, list[np.ndarray]] | None = None
 
     # -- preparing --------------------------------------------------------------------------
@@ -129,6 +133,7 @@ class ClassifyTask(Task):
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         seed: int = 0,
+        word_dropout: float = 0.0,
     ) -> ClassifyTask:
         """A text task; the vocabulary and the labels come from ``train`` alone.
 
@@ -150,7 +155,8 @@ class ClassifyTask(Task):
         )
         labels = sorted({ex.label for ex in train}, key=_natural)
         task = cls(labels, vocab=vocab, batch_size=batch_size,
-                   eval_batch_size=eval_batch_size, seed=seed)  # fmt: skip
+                   eval_batch_size=eval_batch_size, seed=seed,
+                   word_dropout=word_dropout)  # fmt: skip
         task.train_x, task.train_y = task.encode_texts(train)
         task.valid_x, task.valid_y = task.encode_texts(valid)
         return task
@@ -362,6 +368,15 @@ class ClassifyTask(Task):
     def batch(self, epoch: int, index: int) -> ClassifyBatch:
         idx = self._batches(epoch)[index]
         inputs, lengths = pad([self.train_x[i] for i in idx])
+        if self.word_dropout > 0 and self.vocab is not None:
+            # word dropout: each training word becomes <unk> with this probability, drawn
+            # from (seed, epoch, index) so a resumed run sees the same batches; it trains the
+            # <unk> row that unseen words get at test time, and keeps the model from leaning
+            # on any single word
+            rng = np.random.default_rng([self.seed, epoch, index])
+            drop = torch.from_numpy(rng.random(tuple(inputs.shape)) < self.word_dropout)
+            real = torch.arange(inputs.shape[1])[None, :] < lengths[:, None]
+            inputs = inputs.masked_fill(drop & real, self.vocab.unk_id)
         return ClassifyBatch(inputs, lengths, torch.from_numpy(self.train_y[idx]))
 
     def loss(self, model: nn.Module, batch: ClassifyBatch, carry: Any) -> tuple[Tensor, int, Any]:
