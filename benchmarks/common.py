@@ -70,7 +70,7 @@ def emit_json(name: str, record: dict[str, Any]) -> None:
 
 
 def gemm_peak(n: int, dtype: Any, seconds: float) -> float:
-    """GFLOP/s of the fastest of repeated n x n x n torch.matmul calls (as throughput.py)."""
+    """GFLOP/s of the fastest of repeated n x n x n torch.matmul calls."""
     import torch
 
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)

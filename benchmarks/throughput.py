@@ -49,7 +49,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import plain
-from common import ROOT, data_dir, emit_json, print_machine
+from common import ROOT, data_dir, emit_json, gemm_peak, interleave, print_machine
 
 import rnnkit
 from rnnkit.evaluation.stream import stream_log_probs
@@ -77,19 +77,6 @@ def median(xs: list[float]) -> float:
 
 
 # -- the machine's GEMM peak and the work per token ----------------------------------------
-
-
-def gemm_peak(n: int, dtype: torch.dtype, seconds: float) -> float:
-    """GFLOP/s of the fastest of repeated n x n x n torch.matmul calls."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    for _ in range(2):
-        torch.matmul(a, b)
-    best, end = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t0 = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
 
 
 def forward_macs(model: Any, freq: np.ndarray, every_word: bool = False) -> float:
@@ -142,16 +129,6 @@ def calibrate(step: Callable[[], Any], seconds: float, warmup: int) -> int:
     step()
     step()
     return max(1, round(seconds / ((time.perf_counter() - t0) / 2)))
-
-
-def interleave(fns: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
-    """Each function once a round, the order rotated every round; their results by name."""
-    names, out = list(fns), {k: [] for k in fns}
-    for r in range(rounds):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            out[name].append(fns[name]())
-    return out
 
 
 def round_ratios(kit: list[float], base: list[float]) -> float:

@@ -22,8 +22,10 @@ import torch
 from rnnkit.api.runs import (
     Log,
     RunLock,
+    field_names,
     resolve_device,
     set_threads,
+    split_settings,
 )
 from rnnkit.api.runs import (
     check_out as _check_out,
@@ -94,19 +96,13 @@ def _as_run(
 def _split_settings(
     settings: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    fields = {
-        name: {f.name for f in dataclasses.fields(cls)}
-        for name, cls in (("model", ModelConfig), ("data", DataConfig), ("training", TrainConfig))
+    # --vocab-size limits the Vocab; the model's vocab_size follows it
+    sections = {
+        "model": field_names(ModelConfig) - {"vocab_size"},
+        "data": field_names(DataConfig),
+        "training": field_names(TrainConfig),
     }
-    fields["model"].discard("vocab_size")  # --vocab-size limits the Vocab; the model follows it
-    parts: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "training": {}}
-    for key, value in settings.items():
-        if value is None:
-            continue
-        section = next((s for s, names in fields.items() if key in names), None)
-        if section is None:
-            raise ConfigError(f"unknown setting {key!r}.")
-        parts[section][key] = value
+    parts = split_settings(settings, sections)
     return parts["model"], parts["data"], parts["training"]
 
 

@@ -8,7 +8,13 @@ import sys
 from typing import Any
 
 from rnnkit.choices import CELLS, NONLINEARITIES, TOKENIZERS
-from rnnkit.cli.common import add_budget_flags, add_training_flags, training_settings
+from rnnkit.cli.common import (
+    add_budget_flags,
+    add_training_flags,
+    log,
+    report_stop,
+    training_settings,
+)
 from rnnkit.cli.lm import add_weights_flag
 
 POOLINGS = ("last", "mean", "max", "attention")  # as rnnkit.models.classifier, torch-free here
@@ -18,12 +24,6 @@ MODEL = ("cell", "nonlinearity", "hidden_size", "num_layers", "bidirectional", "
 DATA = ("valid", "valid_fraction", "format", "encoding", "tokenizer", "lowercase", "min_count",
         "vocab_size", "audio", "manifest", "label_pattern", "split", "init_from",
         "word_dropout")  # fmt: skip
-
-
-def _log(msg: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(msg, file=sys.stderr)
 
 
 def register(subparsers: Any) -> None:
@@ -131,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         progress=False if args.no_progress else None,
-        log=_log,
+        log=log,
         **settings,
     )
     if isinstance(result, classify.CVResult):
@@ -145,10 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"best validation: accuracy {result.best_metric:.4f}, loss {result.best_valid_loss:.4f} nats/sentence"
     )
     print(f"run saved in {result.run}")
-    if result.interrupted:
-        print(f"resume with: rnnkit classify train --resume {result.run}", file=sys.stderr)
-        return 143 if result.stopped == "terminated" else 130
-    return 0
+    return report_stop(result, "classify train")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

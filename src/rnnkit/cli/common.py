@@ -7,6 +7,7 @@ They map to :class:`~rnnkit.training.TrainConfig` (one loop trains every task) a
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rnnkit.choices import OPTIMIZERS, PRECISIONS, SCHEDULES
 
@@ -16,6 +17,32 @@ TRAINING_SETTINGS = (
     "lr_decay", "decay_after", "clip", "weight_decay", "patience", "min_lr", "validate_every",
     "log_every", "eval_batch_size", "precision", "average", "average_every", "seed",
 )  # fmt: skip
+
+
+def log(msg: str) -> None:
+    """A progress message on stderr that does not break a tqdm bar."""
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type: comma-separated whole numbers, e.g. 1000,5000."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated whole numbers, not {text!r}"
+        ) from None
+
+
+def report_stop(result: object, verb: str) -> int:
+    """After training: the resume hint on an interrupted run, and its exit status
+    (130 for Ctrl-C, 143 for SIGTERM, 0 otherwise)."""
+    if not getattr(result, "interrupted", False):
+        return 0
+    print(f"resume with: rnnkit {verb} --resume {getattr(result, 'run', '')}", file=sys.stderr)
+    return 143 if getattr(result, "stopped", "") == "terminated" else 130  # 128 + signal
 
 
 def add_training_flags(

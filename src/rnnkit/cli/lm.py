@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from rnnkit.choices import (
@@ -16,13 +15,14 @@ from rnnkit.choices import (
     OUTPUTS,
     TOKENIZERS,
 )
-from rnnkit.cli.common import TRAINING_SETTINGS, add_budget_flags, add_training_flags
-
-
-def _log(msg: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(msg, file=sys.stderr)
+from rnnkit.cli.common import (
+    TRAINING_SETTINGS,
+    add_budget_flags,
+    add_training_flags,
+    int_list,
+    log,
+    report_stop,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -126,7 +126,7 @@ def _register_train(subparsers: Any) -> None:
     g.add_argument("--classes", type=int, help="--output class: number of classes (sqrt(V))")
     g.add_argument(
         "--cutoffs",
-        type=_int_list,
+        type=int_list,
         help="--output adaptive: ids where tail clusters start, e.g. 1000,5000 (V/10, V/2)",
     )
     add_training_flags(p, bptt=True)
@@ -142,15 +142,6 @@ SETTINGS = (
     "output", "classes", "cutoffs",
     *TRAINING_SETTINGS,
 )  # fmt: skip
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated whole numbers, not {text!r}"
-        ) from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -170,7 +161,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         progress=False if args.no_progress else None,
-        log=_log,
+        log=log,
         **settings,
     )
     unit = result.unit
@@ -184,10 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"best validation: {best:.4f} nats/{unit}, {best / 0.6931471805599453:.4f} bits/{unit}"
         )
     print(f"run saved in {result.run}")
-    if result.interrupted:
-        print(f"resume with: rnnkit train --resume {result.run}", file=sys.stderr)
-        return 143 if result.stopped == "terminated" else 130  # 128 + SIGTERM or SIGINT
-    return 0
+    return report_stop(result, "train")
 
 
 def _register_eval(subparsers: Any) -> None:

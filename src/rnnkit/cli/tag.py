@@ -8,7 +8,14 @@ import sys
 from typing import Any
 
 from rnnkit.choices import CELLS, NONLINEARITIES
-from rnnkit.cli.common import add_budget_flags, add_training_flags, training_settings
+from rnnkit.cli.common import (
+    add_budget_flags,
+    add_training_flags,
+    int_list,
+    log,
+    report_stop,
+    training_settings,
+)
 from rnnkit.cli.lm import add_weights_flag
 
 MODEL = ("cell", "nonlinearity", "hidden_size", "num_layers", "bidirectional", "skip",
@@ -16,21 +23,6 @@ MODEL = ("cell", "nonlinearity", "hidden_size", "num_layers", "bidirectional", "
          "extra_embedding_size")  # fmt: skip
 DATA = ("valid", "word_column", "label_column", "feature_columns", "lowercase", "min_count",
         "char_features", "unseen_labels")  # fmt: skip
-
-
-def _log(msg: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(msg, file=sys.stderr)
-
-
-def _columns(text: str) -> list[int]:
-    try:
-        return [int(c) for c in text.split(",") if c.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated column numbers, not {text!r}"
-        ) from None
 
 
 def _unseen_flag(p: argparse.ArgumentParser) -> None:
@@ -60,7 +52,7 @@ def register(subparsers: Any) -> None:
     g.add_argument("--word-column", type=int, help="column of the words (0)")
     g.add_argument("--label-column", type=int, help="column of the labels (-1: the last)")
     g.add_argument(
-        "--feature-columns", type=_columns, help="extra input columns, e.g. 1 (POS when chunking)"
+        "--feature-columns", type=int_list, help="extra input columns, e.g. 1 (POS when chunking)"
     )
     g.add_argument("--lowercase", action="store_const", const=True, help="lowercase the words")
     g.add_argument("--min-count", type=int, help="words seen fewer times become <unk> (1)")
@@ -120,7 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         progress=False if args.no_progress else None,
-        log=_log,
+        log=log,
         **settings,
     )
     print(f"stopped: {result.stopped} (step {result.step}, {result.elapsed:.0f} s)")
@@ -129,10 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"loss {result.best_valid_loss:.4f} nats/token"
     )
     print(f"run saved in {result.run}")
-    if result.interrupted:
-        print(f"resume with: rnnkit tag train --resume {result.run}", file=sys.stderr)
-        return 143 if result.stopped == "terminated" else 130
-    return 0
+    return report_stop(result, "tag train")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
