@@ -28,6 +28,7 @@ from rnnkit.api.runs import (
     check_budget,
     check_same_file,
     field_names,
+    load_task_run,
     resolve_device,
     resume_trainer,
     set_threads,
@@ -378,13 +379,7 @@ def load_classifier(
     run: str | os.PathLike[str] | LoadedRun, device: str | None = "auto", weights: str = "best"
 ) -> LoadedRun:
     """A classify run: ``.model`` (SequenceClassifier), ``.task`` (labels, vocabulary)."""
-    loaded = run if isinstance(run, LoadedRun) else load_run(run, weights, resolve_device(device))
-    if loaded.task_name != "classify":
-        raise RunError(
-            f"run {str(loaded.path)!r} is a {loaded.task_name} run, not a classifier; "
-            "use the verbs of its task."
-        )
-    return loaded
+    return load_task_run(run, "classify", "a classifier", device, weights)
 
 
 def evaluate(

@@ -11,6 +11,7 @@ the same run format.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,10 @@ from rnnkit.tasks.base import Task
 from rnnkit.training.checkpoint import (
     LOCK,
     STATE,
+    LoadedRun,
     is_run_dir,
     is_run_file,
+    load_run,
     load_state,
     read_config,
     write_config,
@@ -229,6 +232,19 @@ def resume_trainer(
         write_config(run, config)
     log(f"resuming {str(run)!r} at step {trainer.step} (epoch {trainer.epoch})")
     return trainer
+
+
+def load_task_run(
+    run: str | os.PathLike[str] | LoadedRun, task: str, what: str, device: str | None, weights: str
+) -> LoadedRun:
+    """A run of ``task`` (loaded unless already), or RunError naming what it is instead."""
+    loaded = run if isinstance(run, LoadedRun) else load_run(run, weights, resolve_device(device))
+    if loaded.task_name != task:
+        raise RunError(
+            f"run {str(loaded.path)!r} is a {loaded.task_name} run, not {what}; "
+            "use the verbs of its task."
+        )
+    return loaded
 
 
 def check_budget(max_time: float | None, max_steps: int | None) -> None:

@@ -23,16 +23,17 @@ from rnnkit.api.runs import (
     check_budget,
     check_same_file,
     field_names,
+    load_task_run,
     resolve_device,
     resume_trainer,
     set_threads,
     split_settings,
     start_run,
 )
-from rnnkit.errors import ConfigError, RunError
+from rnnkit.errors import ConfigError
 from rnnkit.models.tagger import SequenceTagger, TaggerConfig
 from rnnkit.tasks.tag import TagTask
-from rnnkit.training.checkpoint import LoadedRun, load_run
+from rnnkit.training.checkpoint import LoadedRun
 from rnnkit.training.config import TrainConfig, from_dict
 from rnnkit.training.trainer import TrainResult
 
@@ -185,13 +186,7 @@ def load_tagger(
     run: str | os.PathLike[str] | LoadedRun, device: str | None = "auto", weights: str = "best"
 ) -> LoadedRun:
     """A tag run: ``.model`` (SequenceTagger), ``.task`` (vocabularies, columns)."""
-    loaded = run if isinstance(run, LoadedRun) else load_run(run, weights, resolve_device(device))
-    if loaded.task_name != "tag":
-        raise RunError(
-            f"run {str(loaded.path)!r} is a {loaded.task_name} run, not a tagger; "
-            "use the verbs of its task."
-        )
-    return loaded
+    return load_task_run(run, "tag", "a tagger", device, weights)
 
 
 def _task_for(loaded: LoadedRun, unseen_labels: str | None) -> TagTask:

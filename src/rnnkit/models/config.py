@@ -11,6 +11,21 @@ from rnnkit.choices import ARCHS, CELLS, NONLINEARITIES, OUTPUTS
 from rnnkit.errors import ConfigError, did_you_mean
 
 
+def check_cell(cell: str, nonlinearity: str) -> None:
+    """ConfigError unless ``cell`` is rnn, gru or lstm and ``nonlinearity`` fits it."""
+    if cell not in CELLS:
+        raise ConfigError(
+            f"--cell must be one of {', '.join(CELLS)}, not {cell!r}{did_you_mean(cell, CELLS)}."
+        )
+    if nonlinearity not in NONLINEARITIES:
+        raise ConfigError(
+            f"--nonlinearity must be tanh or relu, not {nonlinearity!r}"
+            f"{did_you_mean(nonlinearity, NONLINEARITIES)}."
+        )
+    if nonlinearity != "tanh" and cell != "rnn":
+        raise ConfigError("--nonlinearity applies only to --cell rnn (GRU and LSTM fix theirs).")
+
+
 @dataclass
 class ModelConfig:
     """Shapes and options of a language model.
@@ -70,20 +85,7 @@ class ModelConfig:
             )
         if self.arch == "window":
             self._validate_window()
-        if self.cell not in CELLS:
-            raise ConfigError(
-                f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}"
-                f"{did_you_mean(self.cell, CELLS)}."
-            )
-        if self.nonlinearity not in NONLINEARITIES:
-            raise ConfigError(
-                f"--nonlinearity must be tanh or relu, not {self.nonlinearity!r}"
-                f"{did_you_mean(self.nonlinearity, NONLINEARITIES)}."
-            )
-        if self.nonlinearity != "tanh" and self.cell != "rnn":
-            raise ConfigError(
-                "--nonlinearity applies only to --cell rnn (GRU and LSTM fix theirs)."
-            )
+        check_cell(self.cell, self.nonlinearity)
         for name in ("vocab_size", "hidden_size", "num_layers"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}.")

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.choices import CELLS, NONLINEARITIES
 from rnnkit.errors import ConfigError, did_you_mean
+from rnnkit.models.config import check_cell
 from rnnkit.models.core import RecurrentCore
 from rnnkit.models.crf import CRF
 
@@ -70,20 +70,7 @@ class TaggerConfig:
         return size + (2 * self.char_hidden_size if self.char_features else 0)
 
     def validate(self) -> None:
-        if self.cell not in CELLS:
-            raise ConfigError(
-                f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}"
-                f"{did_you_mean(self.cell, CELLS)}."
-            )
-        if self.nonlinearity not in NONLINEARITIES:
-            raise ConfigError(
-                f"--nonlinearity must be tanh or relu, not {self.nonlinearity!r}"
-                f"{did_you_mean(self.nonlinearity, NONLINEARITIES)}."
-            )
-        if self.nonlinearity != "tanh" and self.cell != "rnn":
-            raise ConfigError(
-                "--nonlinearity applies only to --cell rnn (GRU and LSTM fix theirs)."
-            )
+        check_cell(self.cell, self.nonlinearity)
         sizes = ["vocab_size", "num_labels", "embedding_size", "hidden_size", "num_layers"]
         if self.char_features:
             sizes += ["char_vocab_size", "char_embedding_size", "char_hidden_size"]
