@@ -241,3 +241,43 @@ def test_word_dropout_is_drawn_from_the_seed_and_spares_padding(tmp_path: Path) 
     assert torch.equal(a.inputs[~real], b.inputs[~real])  # padding is left alone
     assert 0.35 < changed.sum().item() / real.sum().item() < 0.65
     assert not torch.equal(dropped.batch(1, 1).inputs, b.inputs)
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["classify", "train", "{tmp}/missing.tsv", "--out", "{tmp}/o"], ["missing.tsv"]),
+        (["classify", "train", "--audio", "{tmp}/nowhere", "--out", "{tmp}/o"], ["nowhere"]),
+        (
+            [
+                "tag",
+                "train",
+                "{tmp}/missing.txt",
+                "--valid",
+                "{tmp}/missing.txt",
+                "--out",
+                "{tmp}/o",
+            ],
+            ["missing.txt"],
+        ),
+        (["classify", "eval", "{run}", "{tmp}/t.tsv"], ["is a lm run, not a classifier"]),
+        (["classify", "predict", "{run}", "{tmp}/t.tsv"], ["not a classifier"]),
+        (["tag", "eval", "{run}", "{tmp}/t.tsv"], ["is a lm run, not a tagger"]),
+        (["tag", "predict", "{run}", "{tmp}/t.tsv"], ["not a tagger"]),
+    ],
+)
+def test_missing_files_and_the_wrong_kind_of_run_are_one_sentence(
+    tmp_path: Path,
+    tiny_run: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    fragments: list[str],
+) -> None:
+    if "--audio" in argv:
+        pytest.importorskip("librosa")
+    (tmp_path / "t.tsv").write_text("pos\tgood\n", encoding="utf-8")
+    args = [a.format(tmp=tmp_path, run=tiny_run) for a in argv]
+    code, _, err = run_main(args, capsys)
+    assert code == 2
+    assert_one_sentence(err, *fragments)
+    assert not (tmp_path / "o" / "config.json").exists()
