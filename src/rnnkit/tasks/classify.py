@@ -327,6 +327,15 @@ class ClassifyTask(Task):
             return cls(labels, features=features, **kwargs)
         return cls(labels, vocab=Vocab.load(d / "vocab.json"), **kwargs)
 
+    @classmethod
+    def open_run(
+        cls, run_dir: Path, config: dict[str, Any]
+    ) -> tuple[SequenceClassifier, Vocab, ClassifyTask]:
+        """A run's model (weights not loaded), word vocabulary and data-free task."""
+        task = cls.load_vocabularies(run_dir)
+        vocab = task.vocab if task.vocab is not None else Vocab([UNK], "frames")
+        return task.build_model(dict(config["model"])), vocab, task
+
     # -- the model --------------------------------------------------------------------------
 
     def build_model(self, settings: Mapping[str, Any]) -> SequenceClassifier:

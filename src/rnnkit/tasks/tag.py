@@ -220,6 +220,19 @@ class TagTask(Task):
             "seed": self.seed,
         }
 
+    @classmethod
+    def open_run(
+        cls, run_dir: Path, config: dict[str, Any]
+    ) -> tuple[SequenceTagger, Vocab, TagTask]:
+        """A run's model (weights not loaded), word vocabulary and data-free task."""
+        data = config.get("data", {})
+        task = cls.from_vocabularies(
+            cls.load_vocabularies(run_dir),
+            word_column=int(data.get("word_column", 0)),
+            label_column=int(data.get("label_column", -1)),
+        )
+        return task.build_model(dict(config["model"])), task.vocabs.words, task
+
     def build_model(self, settings: dict[str, Any]) -> SequenceTagger:
         """A tagger with ``settings`` (TaggerConfig fields); the sizes the vocabularies fix
         (vocab_size, num_labels, extra_vocab_sizes, char_features, char_vocab_size) are

@@ -20,6 +20,7 @@ data in the metadata, so a truncated or altered file is refused with a clear mes
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -48,9 +49,21 @@ CONFIG, VOCAB, BEST, LAST, STATE, METRICS = (
 RUN_FILES = (CONFIG, VOCAB, BEST, LAST, STATE, METRICS)
 # the other vocabulary files a task may keep (one file each: labels, characters, audio
 # feature statistics, extra input columns column{N}.json)
-TASK_FILES = ("labels.json", "chars.json", "features.json")
+TASK_FILES = (
+    "labels.json", "chars.json", "features.json",  # classify, tag
+    "src_vocab.json", "tgt_vocab.json", "src.spm.model", "tgt.spm.model",  # translate
+    "conditions.json",  # condition (one-to-many)
+)  # fmt: skip
 LOCK = ".lock"  # held (flock) by the process training in the run
-TASKS = ("lm", "classify", "tag")
+# Every task but the language model, by config.json's "task": the class whose classmethod
+# ``open_run(path, config) -> (model, word vocabulary, data-free task)`` rebuilds its runs.
+TASK_CLASSES = {
+    "classify": "rnnkit.tasks.classify:ClassifyTask",
+    "tag": "rnnkit.tasks.tag:TagTask",
+    "translate": "rnnkit.tasks.translate:TranslateTask",
+    "condition": "rnnkit.tasks.condition:ConditionTask",
+}
+TASKS = ("lm", *TASK_CLASSES)
 
 
 def is_run_file(name: str) -> bool:
@@ -252,31 +265,21 @@ def task_name(config: dict[str, Any]) -> str:
 
 
 def _build_task_model(config: dict[str, Any], path: Path) -> tuple[torch.nn.Module, Vocab, Any]:
-    """A classify or tag run's model, its word vocabulary and its (data-free) task."""
+    """A task run's model, its (input) word vocabulary and its data-free task."""
     name = task_name(config)
+    where = TASK_CLASSES.get(name)
+    if where is None:
+        raise RunError(
+            f"{str(path / CONFIG)!r} names task {name!r}, which this rnnkit does not know "
+            f"(it knows {', '.join(TASKS)}); upgrade rnnkit."
+        )
+    module, _, cls = where.partition(":")
+    task_cls = getattr(importlib.import_module(module), cls)
     try:
-        if name == "classify":
-            from rnnkit.tasks.classify import ClassifyTask
-
-            ctask = ClassifyTask.load_vocabularies(path)
-            vocab = ctask.vocab if ctask.vocab is not None else Vocab([UNK], "frames")
-            return ctask.build_model(dict(config["model"])), vocab, ctask
-        if name == "tag":
-            from rnnkit.tasks.tag import TagTask
-
-            data = config.get("data", {})
-            ttask = TagTask.from_vocabularies(
-                TagTask.load_vocabularies(path),
-                word_column=int(data.get("word_column", 0)),
-                label_column=int(data.get("label_column", -1)),
-            )
-            return ttask.build_model(dict(config["model"])), ttask.vocabs.words, ttask
+        model, vocab, task = task_cls.open_run(path, config)
     except (ConfigError, TypeError, KeyError) as exc:
         raise RunError(f"{str(path / CONFIG)!r} has an invalid model section: {exc}") from exc
-    raise RunError(
-        f"{str(path / CONFIG)!r} names task {name!r}, which this rnnkit does not know "
-        f"(it knows {', '.join(TASKS)}); upgrade rnnkit."
-    )
+    return model, vocab, task
 
 
 def load_run(
