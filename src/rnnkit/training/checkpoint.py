@@ -35,7 +35,7 @@ from safetensors.torch import save as st_save
 
 from rnnkit.errors import ConfigError, RunError
 from rnnkit.models import LanguageModel, ModelConfig, make_model
-from rnnkit.text.vocab import UNK, Vocab
+from rnnkit.text.vocab import Vocab
 from rnnkit.utils import atomic_write, atomic_write_json
 
 CONFIG, VOCAB, BEST, LAST, STATE, METRICS = (
