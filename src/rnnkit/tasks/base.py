@@ -16,7 +16,29 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 from torch import Tensor, nn
+
+POOL_BATCHES = 50  # batches per length-sorted pool: low padding, yet batches still vary
+
+
+def pooled_batches(lengths: np.ndarray, batch_size: int, seed: int) -> list[np.ndarray]:
+    """Example indices cut into batches of similar length, in a random order from ``seed``.
+
+    The examples are shuffled, cut into pools of ``POOL_BATCHES`` batches, each pool sorted
+    by length and cut into batches, and the batches shuffled: little padding, and the same
+    batches for the same seed on any call (exact resume).
+    """
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(lengths))
+    pool = batch_size * POOL_BATCHES
+    batches: list[np.ndarray] = []
+    for s in range(0, len(perm), pool):
+        chunk = perm[s : s + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
 
 
 class Task:
@@ -50,4 +72,4 @@ class Task:
         return value > best if self.direction == "max" else value < best
 
 
-__all__ = ["Task"]
+__all__ = ["POOL_BATCHES", "Task", "pooled_batches"]
