@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_PIN)"
-	$(PY) -m pip install --quiet -e '.[dev,audio]'
+	$(PY) -m pip install --quiet -e '.[dev,audio,serve]'
 	touch $(STAMP)
 
 demo: $(STAMP)

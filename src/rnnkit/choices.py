@@ -14,3 +14,4 @@ OUTPUTS = ("full", "class", "adaptive")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("rnnlm", "plateau", "constant", "step", "linear")
 PRECISIONS = ("fp32", "bf16")
+ATTENTIONS = ("none", "dot", "general", "bahdanau")  # the translator: none is the fixed vector

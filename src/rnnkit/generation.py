@@ -1,7 +1,9 @@
-"""Sampling from a language model: temperature, top-k, top-p (nucleus), greedy.
+"""Generation from a language model: sampling (temperature, top-k, top-p), greedy, beam.
 
-Generation keeps the hidden state and runs one recurrent step per new token; all samples
-are drawn in parallel as one batch.
+A language model is one more :class:`rnnkit.search.Decoder` (:class:`LanguageModelDecoder`):
+the prompt is read once, then :mod:`rnnkit.search` runs one recurrent step per new token for
+all samples (or beams) as one batch. ``check_sampling`` and ``filter_logits`` live in
+:mod:`rnnkit.search` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -11,43 +13,121 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from rnnkit import search
 from rnnkit.errors import ConfigError
 from rnnkit.models import LanguageModel
-from rnnkit.models.output import ClassSoftmax, draw
+from rnnkit.models.base import State
+from rnnkit.models.output import ClassSoftmax
+from rnnkit.models.rnnlm import select_state
+from rnnkit.search import Hypothesis, check_sampling, check_search, filter_logits
 
 
-def check_sampling(
-    temperature: float | None, top_k: int | None, top_p: float | None, greedy: bool
+class LanguageModelDecoder:
+    """A language model as a :class:`rnnkit.search.Decoder`: its state (batch in dimension 1)
+    and log_softmax of its head's logits. Plain sampling from a class-based layer
+    (:meth:`sample_step`) draws the class, then the word: exact, and H x (C + |c|) work
+    instead of H x V."""
+
+    def __init__(self, model: LanguageModel) -> None:
+        self.model = model
+
+    def step(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
+        h, state = self.model.step(tokens, state)
+        return self.model.head.logits(h).float().log_softmax(-1), state
+
+    def select(self, state: State, index: Tensor) -> State:
+        return select_state(state, index)
+
+    def sample_step(
+        self, tokens: Tensor, state: State, banned: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor, State] | None:
+        head = self.model.head
+        if not isinstance(head, ClassSoftmax):
+            return None
+        h, state = self.model.step(tokens, state)
+        tok = _draw_two_step(head, h, banned, generator)
+        return tok, head.log_prob(h, tok).float(), state
+
+    def prompt(self, context: Sequence[int], copies: int = 1) -> tuple[State, Tensor]:
+        """``copies`` rows of the state after all but the last token of ``context``, and that
+        last token (the search's ``start``)."""
+        if not context:
+            raise ValueError("context must hold at least one token")
+        device = next(self.model.parameters()).device
+        x = torch.tensor([list(context)] * copies, dtype=torch.long, device=device)
+        if x.shape[1] > 1:
+            _, state = self.model.features(x[:, :-1])
+        else:
+            state = self.model.init_state(copies, device)
+        return state, x[:, -1]
+
+
+def check_generation(
+    temperature: float | None,
+    top_k: int | None,
+    top_p: float | None,
+    greedy: bool,
+    beam: int | None,
+    n_best: int | None,
+    alpha: float | None,
+    num_samples: int,
 ) -> None:
-    """ConfigError for an out-of-range or conflicting sampling setting."""
-    if greedy and (temperature is not None or top_k is not None or top_p is not None):
+    """ConfigError for a bad or conflicting sampling or beam setting (before any work)."""
+    check_sampling(temperature, top_k, top_p, greedy)
+    check_search(beam, n_best, alpha)
+    sampling = greedy or temperature is not None or top_k is not None or top_p is not None
+    if beam is not None and sampling:
         raise ConfigError(
-            "--greedy conflicts with --temperature, --top-k and --top-p; use one or the others."
+            "--beam conflicts with --greedy, --temperature, --top-k and --top-p; "
+            "use one or the others."
         )
-    if temperature is not None and not temperature > 0:
-        raise ConfigError(f"--temperature must be positive, not {temperature}.")
-    if top_k is not None and top_k < 1:
-        raise ConfigError(f"--top-k must be at least 1, not {top_k}.")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ConfigError(f"--top-p must be in (0, 1], not {top_p}.")
-
-
-def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
-    """Set to -inf every logit outside the top k and outside the smallest nucleus of mass p."""
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        before = torch.cumsum(probs, dim=-1) - probs  # mass of the tokens ranked above
-        drop_sorted = before >= top_p  # never drops the top token
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
-    return logits
+    if num_samples < 1:
+        raise ConfigError(f"--num-samples must be at least 1, not {num_samples}.")
+    if beam is not None and num_samples != 1:
+        raise ConfigError("--num-samples conflicts with --beam; use --n-best for several.")
 
 
 @torch.inference_mode()
+def continue_context(
+    model: LanguageModel,
+    context: Sequence[int],
+    max_new_tokens: int,
+    *,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    beam: int | None = None,
+    n_best: int | None = None,
+    alpha: float = 0.0,
+    num_samples: int = 1,
+    generator: torch.Generator | None = None,
+    banned: Sequence[int] = (),
+    stop_id: int | None = None,
+) -> list[Hypothesis]:
+    """Continuations of ``context`` with their log-probabilities: ``num_samples`` samples
+    (or greedy ones), or with ``beam`` the ``n_best`` (1) most probable by beam search.
+
+    A continuation ends at ``stop_id`` (included) or after ``max_new_tokens``; ``banned`` ids
+    are never produced.
+    """
+    check_generation(temperature, top_k, top_p, greedy, beam, n_best, alpha, num_samples)
+    model.eval()
+    decoder = LanguageModelDecoder(model)
+    eos = -1 if stop_id is None else stop_id  # -1: never produced, every row runs to the end
+    if beam is not None:
+        state, start = decoder.prompt(context, 1)
+        return search.beam_search(
+            decoder, state, start, eos, max_new_tokens, beam, n_best or 1, alpha, banned
+        )[0]
+    state, start = decoder.prompt(context, num_samples)
+    if greedy:
+        return search.greedy(decoder, state, start, eos, max_new_tokens, banned)
+    return search.sample(
+        decoder, state, start, eos, max_new_tokens, temperature, top_k, top_p, generator, banned
+    )
+
+
 def sample(
     model: LanguageModel,
     context: Sequence[int],
@@ -66,57 +146,20 @@ def sample(
     Returns the new token ids of each sample; a sample ends early at ``stop_id`` (which is
     included). ``banned`` ids (e.g. ``<unk>``) are never drawn.
     """
-    check_sampling(temperature, top_k, top_p, greedy)
-    if not context:
-        raise ValueError("context must hold at least one token")
-    model.eval()
-    device = next(model.parameters()).device
-    x = torch.tensor([list(context)] * num_samples, dtype=torch.long, device=device)
-    h, state = model.features(x)
-    h = h[:, -1]
-    banned_ids = torch.tensor(list(banned), dtype=torch.long, device=device)
-    # Plain sampling from a class-based layer draws the class, then the word: exact, and
-    # H x (C + |c|) work instead of H x V. Greedy, temperature, top-k and top-p need the
-    # whole distribution.
-    two_step = (
-        model.head
-        if isinstance(model.head, ClassSoftmax)
-        and not greedy
-        and temperature in (None, 1.0)
-        and top_k is None
-        and top_p is None
-        else None
+    hyps = continue_context(
+        model,
+        context,
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        greedy=greedy,
+        num_samples=num_samples,
+        generator=generator,
+        banned=banned,
+        stop_id=stop_id,
     )
-    out = torch.empty(num_samples, max_new_tokens, dtype=torch.long, device=device)
-    done = torch.zeros(num_samples, dtype=torch.bool, device=device)
-    n = 0
-    for n in range(1, max_new_tokens + 1):
-        if two_step is not None:
-            tok = _draw_two_step(two_step, h, banned_ids, generator)
-        else:
-            scores = model.head.logits(h).float()
-            if len(banned_ids):
-                scores[:, banned_ids] = float("-inf")
-            if greedy:
-                tok = scores.argmax(dim=-1)
-            else:
-                if temperature not in (None, 1.0):
-                    scores = scores / temperature
-                scores = filter_logits(scores, top_k, top_p)
-                probs = torch.softmax(scores, dim=-1)
-                tok = draw(probs, generator)
-        out[:, n - 1] = tok
-        if stop_id is not None:
-            done |= tok == stop_id
-            if bool(done.all()):
-                break
-        h, state = model.step(tok, state)
-    result = []
-    for row in out[:, :n].tolist():
-        if stop_id is not None and stop_id in row:
-            row = row[: row.index(stop_id) + 1]
-        result.append(row)
-    return result
+    return [h.tokens for h in hyps]
 
 
 def _draw_two_step(
@@ -131,3 +174,13 @@ def _draw_two_step(
             break
         tok[bad] = head.sample(h[bad], generator)
     return tok
+
+
+__all__ = [
+    "LanguageModelDecoder",
+    "check_generation",
+    "check_sampling",
+    "continue_context",
+    "filter_logits",
+    "sample",
+]

@@ -47,7 +47,7 @@ from rnnkit.evaluation.interpolation import tune_lambda as tune_lambda_weight
 from rnnkit.evaluation.rescoring import rescore_nbest as rescore
 from rnnkit.evaluation.sentences import ScoreResult, markers, score_lines, sentence_log_probs
 from rnnkit.evaluation.stream import dynamic_log_probs, stream_log_probs
-from rnnkit.generation import check_sampling, sample
+from rnnkit.generation import check_generation, continue_context
 from rnnkit.models import LanguageModel, ModelConfig, make_model
 from rnnkit.models.output import default_classes, frequency_classes
 from rnnkit.tasks.lm import LanguageModelTask
@@ -380,9 +380,9 @@ def _is_arpa(model: str | os.PathLike[str]) -> bool:
 
 
 def _arpa(path: str | os.PathLike[str]) -> Any:
-    from rnnkit.ngram import read_arpa
+    from rnnkit.ngram import load_model
 
-    return read_arpa(path)
+    return load_model(path)  # ARPA or binary, by content
 
 
 def _lines(file: str | os.PathLike[str], what: str) -> list[str]:
@@ -534,18 +534,61 @@ def generate(
     allow_unk: bool = False,
     device: str | None = "auto",
     weights: str = "best",
+    beam: int | None = None,
+    n_best: int | None = None,
+    alpha: float = 0.0,
 ) -> list[str]:
     """``num_samples`` continuations of ``prompt`` (the prompt itself is not repeated).
 
     A run trained in sentence mode samples sentences: from ``<s>`` (and the prompt's words)
     until ``</s>`` (not shown) or ``max_new_tokens``. ``<unk>`` is never drawn unless
-    ``allow_unk`` (the seeds' tutorial resamples it).
+    ``allow_unk`` (the seeds' tutorial resamples it). With ``beam`` (K) the ``n_best`` (1)
+    most probable continuations by beam search, best first, instead of samples (a stream
+    run's are all cut at ``max_new_tokens``); ``alpha`` is GNMT's length penalty.
     """
-    check_sampling(temperature, top_k, top_p, greedy)
+    scored = generate_scored(
+        run,
+        prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        greedy=greedy,
+        num_samples=num_samples,
+        seed=seed,
+        allow_unk=allow_unk,
+        device=device,
+        weights=weights,
+        beam=beam,
+        n_best=n_best,
+        alpha=alpha,
+    )
+    return [text for text, _ in scored]
+
+
+def generate_scored(
+    run: str | os.PathLike[str] | LoadedRun,
+    prompt: str = "",
+    *,
+    max_new_tokens: int = 200,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    num_samples: int = 1,
+    seed: int | None = None,
+    allow_unk: bool = False,
+    device: str | None = "auto",
+    weights: str = "best",
+    beam: int | None = None,
+    n_best: int | None = None,
+    alpha: float = 0.0,
+) -> list[tuple[str, float]]:
+    """:func:`generate`'s continuations, each with its log10 probability given the prompt
+    (``</s>`` included in sentence mode; log10 as KenLM and ``rnnkit score`` report)."""
+    check_generation(temperature, top_k, top_p, greedy, beam, n_best, alpha, num_samples)
     if max_new_tokens < 0:
         raise ConfigError(f"--max-new-tokens must not be negative, not {max_new_tokens}.")
-    if num_samples < 1:
-        raise ConfigError(f"--num-samples must be at least 1, not {num_samples}.")
     loaded = _as_run(run, device, weights)
     vocab = loaded.vocab
     enc = encode_text(prompt, vocab)
@@ -571,7 +614,7 @@ def generate(
         generator.manual_seed(seed)
     else:
         generator.seed()
-    rows = sample(
+    hyps = continue_context(
         loaded.model,
         context,
         max_new_tokens,
@@ -579,18 +622,25 @@ def generate(
         top_k=top_k,
         top_p=top_p,
         greedy=greedy,
+        beam=beam,
+        n_best=n_best,
+        alpha=alpha,
         num_samples=num_samples,
         generator=generator,
         banned=_banned(vocab, allow_unk),
         stop_id=vocab.eos_id if sentence else None,
     )
+    rows = [h.tokens for h in hyps]
+    log10 = [h.score / math.log(10) for h in hyps]
     if vocab.level == "char":
-        return [decode(np.array(r, dtype=np.int64), vocab) for r in rows]
+        texts = [decode(np.array(r, dtype=np.int64), vocab) for r in rows]
+        return list(zip(texts, log10, strict=True))
     if sentence:  # the sentence's words, without its </s>
         rows = [r[:-1] if r and r[-1] == vocab.eos_id else r for r in rows]
     space = " " if prompt.strip() else ""
     texts = [decode(np.array(r, dtype=np.int64), vocab) for r in rows]
-    return [space + t if t and not t.startswith("\n") else t for t in texts]
+    texts = [space + t if t and not t.startswith("\n") else t for t in texts]
+    return list(zip(texts, log10, strict=True))
 
 
 def _banned(vocab: Vocab, allow_unk: bool) -> list[int]:
@@ -624,6 +674,7 @@ __all__ = [
     "ScoreResult",
     "evaluate",
     "generate",
+    "generate_scored",
     "load",
     "plot",
     "rescore",

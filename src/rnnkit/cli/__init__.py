@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "rnnkit.cli.rescore",
     "rnnkit.cli.classify",
     "rnnkit.cli.tag",
+    "rnnkit.cli.translate",
 )
 
 

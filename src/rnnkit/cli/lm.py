@@ -265,7 +265,9 @@ def add_interpolation_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _register_generate(subparsers: Any) -> None:
-    p = subparsers.add_parser("generate", help="sample text from a trained model")
+    p = subparsers.add_parser(
+        "generate", help="sample text from a trained model, or search for the most probable"
+    )
     p.add_argument("run", metavar="RUN", help="run directory")
     add_weights_flag(p)
     p.add_argument("--prompt", default="", help="text the samples continue")
@@ -274,6 +276,25 @@ def _register_generate(subparsers: Any) -> None:
     p.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
     p.add_argument("--top-p", type=float, help="sample among the smallest set holding mass p")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument(
+        "--beam",
+        type=int,
+        metavar="K",
+        help="beam search of width K for the most probable continuation instead of sampling "
+        "(a sentence-mode run ends at </s>; a stream run is cut at --max-new-tokens)",
+    )
+    p.add_argument(
+        "--n-best",
+        type=int,
+        metavar="N",
+        help="with --beam: the N (<= K) best continuations, each under its log10 probability",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.0,
+        help="with --beam: GNMT length penalty, rank by log P / ((5 + len) / 6) ** alpha (0)",
+    )
     p.add_argument("--num-samples", type=int, default=1, help="independent samples (1)")
     p.add_argument("--seed", type=int, help="random seed for repeatable samples")
     p.add_argument(
@@ -286,7 +307,7 @@ def _register_generate(subparsers: Any) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     from rnnkit import api
 
-    samples = api.generate(
+    samples = api.generate_scored(
         args.run,
         args.prompt,
         max_new_tokens=args.max_new_tokens,
@@ -299,9 +320,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         allow_unk=args.allow_unk,
         device=args.device,
         weights=args.weights,
+        beam=args.beam,
+        n_best=args.n_best,
+        alpha=args.alpha,
     )
-    for i, text in enumerate(samples):
-        if len(samples) > 1:
+    for i, (text, log10) in enumerate(samples):
+        if args.n_best is not None:
+            print(f"--- {i + 1}: log10 P = {log10:.4f} ---")
+        elif len(samples) > 1:
             print(f"--- sample {i + 1} ---")
         print(args.prompt + text)
     return 0

@@ -1,4 +1,5 @@
-"""n-gram verbs: ``rnnkit ngram train | score | eval`` (NumPy only; torch is never imported).
+"""n-gram verbs: ``rnnkit ngram train | build-binary | score | eval`` (NumPy only; torch is
+never imported).
 
 Scores are log10 probabilities in KenLM's convention: ``</s>`` is predicted and counted,
 ``<s>`` is context only; words outside the model's vocabulary are scored as ``<unk>`` and
@@ -23,9 +24,10 @@ def _log(msg: str) -> None:
 def register(subparsers: Any) -> None:
     ngram = subparsers.add_parser(
         "ngram",
-        help="n-gram language models: train (Kneser-Ney), score, eval",
+        help="n-gram language models: train (Kneser-Ney), build-binary, score, eval",
         description="Traditional n-gram language models: interpolated modified Kneser-Ney "
-        "estimation as KenLM's lmplz, ARPA files (plain or .gz), scoring as KenLM's query.",
+        "estimation as KenLM's lmplz, ARPA files (plain or .gz) and rnnkit's binary format "
+        "(memory-mapped, loads at once), scoring as KenLM's query.",
     )
     sub = ngram.add_subparsers(dest="ngram_command", metavar="COMMAND", required=True)
 
@@ -34,12 +36,21 @@ def register(subparsers: Any) -> None:
         help="estimate a modified Kneser-Ney model into an ARPA file",
         description="Estimate an interpolated modified Kneser-Ney n-gram model from a text "
         "with one sentence per line (tokens separated by whitespace) and write it as ARPA. "
-        "A <unk> in the text is the unknown word and is counted like any other word.",
+        "A <unk> in the text is the unknown word and is counted like any other word. "
+        "The binary model (memory-mapped, loads at once) is written beside it: kn5.arpa -> "
+        "kn5.ngram.",
     )
     p.add_argument("text", metavar="FILE", help="training text (UTF-8, one sentence per line)")
     p.add_argument("--order", "-n", type=int, required=True, help="n-gram order N (e.g. 3 or 5)")
     p.add_argument(
         "--output", "-o", required=True, metavar="MODEL", help="ARPA file to write (.gz: gzip)"
+    )
+    p.add_argument(
+        "--binary",
+        choices=("beside", "instead", "no"),
+        default="beside",
+        help="the binary model: beside the ARPA file (MODEL minus .arpa[.gz], plus .ngram), "
+        "instead of it (written to MODEL itself), or not at all (beside)",
     )
     p.add_argument(
         "--discount-fallback",
@@ -56,6 +67,23 @@ def register(subparsers: Any) -> None:
     )
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser(
+        "build-binary",
+        help="convert an ARPA file into rnnkit's binary model (loads at once)",
+        description="Read an ARPA file (plain or .gz, from rnnkit, KenLM, SRILM, ...) and write "
+        "it in rnnkit's binary format: memory-mapped arrays that load in a fraction of a "
+        "second and score the same. rnnkit ngram score/eval, rnnkit eval/score/rescore and "
+        "--ngram take either file.",
+    )
+    p.add_argument("arpa", metavar="ARPA", help="ARPA file (plain or .gz)")
+    p.add_argument(
+        "out",
+        metavar="OUT",
+        nargs="?",
+        help="binary model to write (ARPA minus .arpa[.gz], .ngram)",
+    )
+    p.set_defaults(func=cmd_build_binary)
+
     for name, helptext in (
         ("score", "log10 probability of each sentence of a file"),
         ("eval", "perplexity of a model on a text"),
@@ -63,7 +91,9 @@ def register(subparsers: Any) -> None:
         p = sub.add_parser(
             name, help=helptext, description=helptext[0].upper() + helptext[1:] + "."
         )
-        p.add_argument("model", metavar="MODEL", help="ARPA file (plain or .gz)")
+        p.add_argument(
+            "model", metavar="MODEL", help="ARPA file (plain or .gz) or binary model (.ngram)"
+        )
         p.add_argument("text", metavar="FILE", help="text to score (UTF-8, one sentence per line)")
         if name == "score":
             p.add_argument(
@@ -106,22 +136,53 @@ def cmd_train(args: argparse.Namespace) -> int:
     for k, (c, d) in enumerate(zip(info.counts, info.discounts), start=1):
         note = " (fallback)" if k in info.fallback_orders else ""
         _log(f"{k}-grams: {c}  discounts D1={d[0]:.4f} D2={d[1]:.4f} D3+={d[2]:.4f}{note}")
+    from rnnkit.ngram import binary_path, write_binary
+
+    written = []
     try:
-        write_arpa(model, args.output)
+        if args.binary == "instead":
+            write_binary(model, args.output)
+            written.append(f"{args.output} (binary)")
+        else:
+            write_arpa(model, args.output)
+            written.append(f"{args.output} (ARPA)")
+            if args.binary == "beside":
+                write_binary(model, binary_path(args.output))
+                written.append(f"{binary_path(args.output)} (binary)")
     except OSError as exc:
         raise ConfigError(f"--output {args.output}: cannot write ({exc.strerror}).") from exc
     t2 = time.perf_counter()
     _log(
-        f"estimated in {t1 - t0:.2f} s, wrote {args.output} in {t2 - t1:.2f} s "
-        f"(order {model.order} ARPA)"
+        f"estimated in {t1 - t0:.2f} s, wrote {' and '.join(written)} in {t2 - t1:.2f} s "
+        f"(order {model.order})"
+    )
+    return 0
+
+
+def cmd_build_binary(args: argparse.Namespace) -> int:
+    from rnnkit.ngram import binary_path, read_arpa, write_binary
+
+    out = args.out if args.out is not None else str(binary_path(args.arpa))
+    t0 = time.perf_counter()
+    model = read_arpa(args.arpa)
+    t1 = time.perf_counter()
+    try:
+        write_binary(model, out)
+    except OSError as exc:
+        raise ConfigError(f"OUT {out}: cannot write ({exc.strerror}).") from exc
+    t2 = time.perf_counter()
+    counts = " ".join(f"{k}:{c}" for k, c in enumerate(model.counts(), start=1))
+    _log(
+        f"read {args.arpa} in {t1 - t0:.2f} s (order {model.order}, n-grams {counts}); "
+        f"wrote {out} in {t2 - t1:.2f} s"
     )
     return 0
 
 
 def _load(path: str) -> Any:
-    from rnnkit.ngram import read_arpa
+    from rnnkit.ngram import load_model
 
-    return read_arpa(path)
+    return load_model(path)
 
 
 def _summary(scores: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import math
 import sys
 from typing import Any
 
-from rnnkit.choices import CELLS, NONLINEARITIES
+from rnnkit.choices import ATTENTIONS, CELLS, NONLINEARITIES
 from rnnkit.cli.common import (
     add_budget_flags,
     add_training_flags,
@@ -40,8 +40,6 @@ def _search_flags(p: argparse.ArgumentParser, n_best: bool) -> None:
 
 
 def register(subparsers: Any) -> None:
-    from rnnkit.models.seq2seq import ATTENTIONS
-
     group = subparsers.add_parser(
         "translate",
         help="encoder-decoder: train, evaluate and run a translator",

@@ -175,10 +175,10 @@ class RescoreResult:
 
 
 def ngram_scorer(path: str | os.PathLike[str]) -> TokenScorer:
-    """A TokenScorer for an ARPA file (plain or gzip)."""
-    from rnnkit.ngram import read_arpa
+    """A TokenScorer for an ARPA file (plain or gzip) or a binary n-gram model."""
+    from rnnkit.ngram import load_model
 
-    model = read_arpa(path)
+    model = load_model(path)
 
     def score(sentences: Sequence[str]) -> list[np.ndarray]:
         return model.score_sentences(sentences).per_sentence()

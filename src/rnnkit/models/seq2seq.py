@@ -35,11 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnkit.choices import CELLS, NONLINEARITIES
+from rnnkit.choices import ATTENTIONS, CELLS, NONLINEARITIES
 from rnnkit.errors import ConfigError, did_you_mean
 from rnnkit.models.core import RecurrentCore, make_rnn
 
-ATTENTIONS = ("none", "dot", "general", "bahdanau")
 PAD_ID = 0
 
 
@@ -247,25 +246,27 @@ class Seq2Seq(nn.Module):
         o = torch.tanh(self.combine(torch.cat([q, s], -1)))[:, 0]
         return o, state._replace(hidden=hidden, feed=o)
 
-    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
-        """Logits (B, T, V) of every target position under teacher forcing."""
+    def _features(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """o_t (B, T, H) of every target position under teacher forcing."""
         state = self.encode(src, src_lengths)
         o, _ = self._outputs(self.drop(self.tgt_embedding(tgt_in)), state)
-        return self.output(self.drop(o))
+        return o
+
+    def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """Logits (B, T, V) of every target position under teacher forcing."""
+        return self.output(self.drop(self._features(src, src_lengths, tgt_in)))
 
     def loss(
         self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor, tgt_out: Tensor,
         smoothing: float | None = None,
     ) -> Tensor:  # fmt: skip
         """Mean cross-entropy (nats) over the real target tokens (padding ignored)."""
-        logits = self(src, src_lengths, tgt_in)
+        real = tgt_out != PAD_ID
+        # the H x V output layer, the costliest part, only at real positions
+        o = self._features(src, src_lengths, tgt_in)[real]
+        logits = self.output(self.drop(o))
         ls = self.config.label_smoothing if smoothing is None else smoothing
-        return F.cross_entropy(
-            _wide(logits.reshape(-1, logits.shape[-1])),
-            tgt_out.reshape(-1),
-            ignore_index=PAD_ID,
-            label_smoothing=ls,
-        )
+        return F.cross_entropy(_wide(logits), tgt_out[real], label_smoothing=ls)
 
     @torch.no_grad()
     def token_log_probs(
@@ -288,6 +289,7 @@ class Seq2Seq(nn.Module):
             o = o3[:, 0]
         return torch.log_softmax(_wide(self.output(self.drop(o))), -1), state
 
+    @torch.no_grad()
     def attention_weights(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """(B, T, S): where each target position looked (attention models only)."""
         if self.attention is None:

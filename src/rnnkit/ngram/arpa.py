@@ -13,14 +13,17 @@ missing back-offs, n-grams whose prefix is missing). Anything malformed raises
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
+import mmap
 import os
 import re
+import sys
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, cast
 
 import numpy as np
 
@@ -104,22 +107,34 @@ def write_arpa(model: NgramModel, path: str | os.PathLike[str]) -> None:
 
 
 # ------------------------------------------------------------------------------- reading
-def _read_text(path: Path) -> str:
+def _read_bytes(path: Path) -> Any:
+    """The file's bytes: a read-only memory map for a plain file, decompressed for gzip."""
     try:
-        data = path.read_bytes()
+        f = open(path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError as exc:
         raise DataError(f"{path}: no such ARPA file; check the path.") from exc
     except IsADirectoryError as exc:
         raise DataError(f"{path}: is a directory, not an ARPA file.") from exc
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror}).") from exc
-    if data[:2] == _GZIP_MAGIC:
+    with f:
+        head = f.read(2)
+        if head == _GZIP_MAGIC:
+            f.seek(0)
+            try:
+                return gzip.decompress(f.read())
+            except (OSError, EOFError) as exc:
+                raise DataError(f"{path}: is not a valid gzip file ({exc}).") from exc
         try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{path}: is not a valid gzip file ({exc}).") from exc
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (ValueError, OSError):  # empty, or a file that cannot be mapped
+            f.seek(0)
+            return f.read()
+
+
+def _decode(path: Path, data: Any) -> str:
     try:
-        return data.decode("utf-8")
+        return bytes(data).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(
             f"{path}: invalid UTF-8 at byte offset {exc.start} (of the uncompressed text)."
@@ -209,15 +224,31 @@ def _floats(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def read_arpa(path: str | os.PathLike[str]) -> NgramModel:
+def read_arpa(path: str | os.PathLike[str], *, fast: bool = True) -> NgramModel:
     """Read an ARPA file (plain or gzip, detected from its first bytes) into a model.
 
     A missing ``<unk>`` is added with log10 probability -100 (KenLM's default); a missing
-    ``<s>`` or ``</s>`` is an error.
+    ``<s>`` or ``</s>`` is an error. The file is parsed in bulk with NumPy
+    (:mod:`rnnkit.ngram.arpa_fast`); a file that path cannot read (an error, or an unusual
+    layout) is read line by line, which names the line at fault. ``fast=False`` always reads
+    line by line (the reference the fast path is tested against).
     """
+    from rnnkit.ngram import arpa_fast
+
     p = Path(path)
-    with no_gc():
-        return _read(_Lines(p, _read_text(p)))
+    data = _read_bytes(p)
+    try:
+        if fast and len(data):
+            with no_gc():
+                model = arpa_fast.parse(p, data, sys.modules[__name__])
+            if model is not None:
+                return cast(NgramModel, model)
+        with no_gc():
+            return _read(_Lines(p, _decode(p, data)))
+    finally:
+        if isinstance(data, mmap.mmap):
+            with contextlib.suppress(BufferError):  # a view still alive: the GC closes it
+                data.close()
 
 
 def _read_header(lines: _Lines) -> list[int]:
@@ -309,6 +340,19 @@ def _read(lines: _Lines) -> NgramModel:
             )
         raise lines.error(line_no, f"expected '\\end\\', found {line[:60]!r}.")
 
+    return _finish(vocab, p1, b1, grams, sections, lines)
+
+
+def _finish(
+    vocab: list[str],
+    p1: np.ndarray,
+    b1: np.ndarray,
+    grams: list[np.ndarray],
+    sections: list[tuple[np.ndarray, np.ndarray, int]],
+    lines: _Lines,
+) -> NgramModel:
+    """The model from the 1-grams and the higher orders' word ids, probabilities and
+    back-offs (in file order)."""
     v = np.uint64(len(vocab))
     higher = _assemble(v, grams, sections, lines, blanks=False)
     if higher is None:  # some prefix is missing (pruned models): add blank entries
@@ -372,33 +416,40 @@ def _assemble(
             g = np.concatenate([g, add])
             pk = np.concatenate([pk, np.full(add.shape[0], np.nan)])
             bk = np.concatenate([bk, np.zeros(add.shape[0])])
-        prefix_id = _ids_of(keys, g[:, : k - 1], v)
+        cols = np.ascontiguousarray(g.T, dtype=np.uint64)  # cols[j]: word j+1 of each n-gram
+        prefix_id = _ids_of(keys, cols[: k - 1], v)
         if prefix_id is None:
             return None
-        key = prefix_id.astype(np.uint64) * v + g[:, k - 1].astype(np.uint64)
-        sort = np.argsort(key, kind="stable")
-        key = key[sort]
-        dup = np.flatnonzero(key[1:] == key[:-1])
-        if dup.size:
-            j = int(sort[dup[0] + 1])
-            raise lines.error(first + j, f"this {k}-gram appears twice in the section.")
+        key = prefix_id.view(np.uint64) * v
+        key += cols[k - 1]
+        del cols, prefix_id
+        if key.shape[0] > 1 and not (key[1:] > key[:-1]).all():  # not in key order already
+            sort = np.argsort(key, kind="stable")
+            key = key[sort]
+            dup = np.flatnonzero(key[1:] == key[:-1])
+            if dup.size:
+                j = int(sort[dup[0] + 1])
+                raise lines.error(first + j, f"this {k}-gram appears twice in the section.")
+            pk, bk = pk[sort], bk[sort]
         keys.append(key)
-        out.append((key, pk[sort], bk[sort]))
+        out.append((key, pk, bk))
     return out
 
 
-def _ids_of(keys: list[np.ndarray], grams: np.ndarray, v: np.uint64) -> np.ndarray | None:
-    """Ids of n-grams (rows of word ids) in the tables ``keys``; None if one is absent."""
-    gid = grams[:, 0].astype(np.int64)
-    for j in range(1, grams.shape[1]):
+def _ids_of(keys: list[np.ndarray], cols: np.ndarray, v: np.uint64) -> np.ndarray | None:
+    """Ids (int64) of n-grams in the tables ``keys``, given their words as uint64 columns
+    (``cols[j]``: the (j+1)-th word of each); None if one is absent."""
+    gid = cols[0].view(np.int64)
+    for j in range(1, cols.shape[0]):
         table = keys[j]
-        key = gid.astype(np.uint64) * v + grams[:, j].astype(np.uint64)
+        key = gid.view(np.uint64) * v
+        key += cols[j]
         idx = np.searchsorted(table, key)
         if table.shape[0] == 0 or (idx == table.shape[0]).any():
             return None
         if not (table[idx] == key).all():
             return None
-        gid = idx.astype(np.int64)
+        gid = idx
     return gid
 
 
