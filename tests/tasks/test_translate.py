@@ -299,6 +299,7 @@ def test_bad_input_is_one_sentence(data: dict[str, Path], tmp_path: Path, capsys
     assert_one_sentence(err, "tgt_vocab.json", "</s>")
 
 
+@torch.no_grad()
 def test_loss_over_real_positions_equals_cross_entropy_with_padding_ignored() -> None:
     torch.manual_seed(0)
     model = tiny_model("general", True, "gru")

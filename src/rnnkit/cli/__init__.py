@@ -27,6 +27,8 @@ COMMAND_MODULES = (
     "rnnkit.cli.classify",
     "rnnkit.cli.tag",
     "rnnkit.cli.translate",
+    "rnnkit.cli.serve",
+    "rnnkit.cli.condition",
 )
 
 

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from rnnkit.errors import ConfigError, DataError, RunError
 from rnnkit.models.classifier import ClassifierConfig, SequenceClassifier
-from rnnkit.tasks.base import Task
+from rnnkit.tasks.base import Task, pooled_batches
 from rnnkit.text.labeled import LabeledText, read_labeled
 from rnnkit.text.vocab import UNK, Vocab
 from rnnkit.utils import atomic_write_json
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from rnnkit.audio import AudioFeatures
 
 AudioItem = tuple[Path, str]  # (WAV path, label)
-POOL_BATCHES = 50  # batches per length-sorted pool: low padding, yet batches still vary
 
 
 class ClassifyBatch(NamedTuple):
@@ -355,19 +354,8 @@ class ClassifyTask(Task):
         n = len(self.train_x)
         if n == 0:
             raise DataError("there are no training examples.")
-        rng = np.random.default_rng(self.seed + epoch)
-        perm = rng.permutation(n)
         lengths = np.fromiter((len(x) for x in self.train_x), dtype=np.int64, count=n)
-        pool = self.batch_size * POOL_BATCHES
-        batches: list[np.ndarray] = []
-        for s in range(0, n, pool):
-            chunk = perm[s : s + pool]
-            chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-            batches.extend(
-                chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)
-            )
-        order = rng.permutation(len(batches))
-        result = [batches[i] for i in order]
+        result = pooled_batches(lengths, self.batch_size, self.seed + epoch)
         self._epoch_batches = (epoch, result)
         return result
 
