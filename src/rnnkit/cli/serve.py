@@ -19,9 +19,10 @@ def register(subparsers: Any) -> None:
         "serve",
         help="a local page: what a model predicts, and why",
         description="Serve a local page for one or more runs (language models, classifiers, "
-        "taggers) and ARPA n-gram models: each token coloured by its probability with its "
+        "taggers, translators, generators) and ARPA n-gram models: each token coloured by its probability with its "
         "alternatives, two models side by side, hidden units and gates as heat-maps, "
-        "generation token by token, a classifier's evidence and a tagger's labels. Needs "
+        "generation token by token, a classifier's evidence, a tagger's labels, a translation with its "
+        "attention and sentences generated from a label. Needs "
         "pip install 'rnnkit[serve]'.",
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directory or ARPA file")
