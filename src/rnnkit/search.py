@@ -263,11 +263,13 @@ def sample(
 def _top(scores: Tensor, n: int) -> tuple[Tensor, Tensor]:
     """The n best entries of each row, best first, ties to the lower index: torch.topk picks
     and orders equal values as its kernel likes, which would make results batch-dependent."""
-    vals, idx = torch.topk(scores, n, dim=1)
-    if n < scores.shape[1]:
-        kth = vals[:, -1:]
+    m = min(n + 1, scores.shape[1])
+    vals, idx = torch.topk(scores, m, dim=1)  # one more than asked: it shows a tie at the cut
+    if m > n:
+        kth, after = vals[:, n - 1], vals[:, n]
+        vals, idx = vals[:, :n], idx[:, :n]
         # a finite value tied across the cut: pick the lower indices by a stable sort
-        spill = ((scores == kth).sum(1) > (vals == kth).sum(1)) & torch.isfinite(kth[:, 0])
+        spill = (after == kth) & torch.isfinite(kth)
         if bool(spill.any()):
             rows = spill.nonzero().squeeze(1)
             s_vals, s_idx = torch.sort(scores[rows], dim=1, descending=True, stable=True)

@@ -146,16 +146,24 @@ class Attention(nn.Module):
     def forward(
         self, query: Tensor, memory: Tensor, keys: Tensor, mask: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """query (B, T, Q), memory (B, S, M), mask (B, S) -> context (B, T, M), weights (B, T, S)."""
+        """query (N, T, Q), memory (A, S, M), mask (A, S) -> context (N, T, M), weights (N, T, S).
+
+        N = A r: rows a r .. a r + r - 1 read source a (a search's beams share their source
+        instead of copying it), so the scores of a source's r rows are one batched product.
+        """
+        N, T = query.shape[0], query.shape[1]
+        A = memory.shape[0]
+        q = query.reshape(A, (N // A) * T, query.shape[2])
         if self.kind == "bahdanau":
-            scores = self.v(torch.tanh(self.w_query(query)[:, :, None] + keys[:, None])).squeeze(-1)
+            scores = self.v(torch.tanh(self.w_query(q)[:, :, None] + keys[:, None])).squeeze(-1)
         elif self.kind == "general":
-            scores = self.w(query) @ keys.transpose(1, 2)
+            scores = self.w(q) @ keys.transpose(1, 2)
         else:
-            scores = query @ keys.transpose(1, 2)
+            scores = q @ keys.transpose(1, 2)
         scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
         weights = torch.softmax(_wide(scores), dim=-1).to(memory.dtype)
-        return weights @ memory, weights
+        context = weights @ memory
+        return context.reshape(N, T, -1), weights.reshape(N, T, -1)
 
 
 class DecoderState(NamedTuple):
@@ -163,9 +171,9 @@ class DecoderState(NamedTuple):
 
     hidden: Tensor | tuple[Tensor, Tensor]  # (L, N, H), or an LSTM's (h, c)
     feed: Tensor | None  # (N, H): o_{t-1} under input feeding
-    memory: Tensor  # (N, S, M) encoder states
-    keys: Tensor  # (N, S, *) what attention scores against
-    mask: Tensor  # (N, S) real source steps
+    memory: Tensor  # (A, S, M) encoder states; row n reads source n // (N / A)
+    keys: Tensor  # (A, S, *) what attention scores against
+    mask: Tensor  # (A, S) real source steps
     context: Tensor  # (N, M) the fixed vector c
 
 
@@ -320,14 +328,26 @@ class TranslatorDecoder:
         return self.model.step(tokens, state)
 
     def select(self, state: DecoderState, index: Tensor) -> DecoderState:
+        """Rows ``index`` of the state. The sources stay one copy per input while each
+        input's rows stay together (as every search keeps them); otherwise one per row."""
         h = state.hidden
         hidden = (h[0][:, index], h[1][:, index]) if isinstance(h, tuple) else h[:, index]
+        per = state.context.shape[0] // state.memory.shape[0]  # rows per source now
+        source = index // per
+        n = index.shape[0]
+        groups = torch.unique_consecutive(source)
+        if n % groups.shape[0] == 0 and bool(
+            (source.view(groups.shape[0], -1) == groups[:, None]).all()
+        ):
+            pick = groups
+        else:
+            pick = source
         return DecoderState(
             hidden,
             None if state.feed is None else state.feed[index],
-            state.memory[index],
-            state.keys[index],
-            state.mask[index],
+            state.memory.index_select(0, pick),
+            state.keys.index_select(0, pick),
+            state.mask.index_select(0, pick),
             state.context[index],
         )
 
