@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from rnnkit.choices import CELLS, NONLINEARITIES
 from rnnkit.errors import ConfigError, did_you_mean
+from rnnkit.models.config import check_choice
 from rnnkit.models.core import RecurrentCore
 
 INPUTS = ("tokens", "frames")
@@ -77,17 +78,10 @@ class ClassifierConfig:
         return self.embedding_size if self.embedding_size is not None else self.hidden_size
 
     def validate(self) -> None:
-        def choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
-            if value not in choices:
-                raise ConfigError(
-                    f"--{flag} must be one of {', '.join(choices)}, not {value!r}"
-                    f"{did_you_mean(value, choices)}."
-                )
-
-        choice("input", self.input, INPUTS)
-        choice("cell", self.cell, CELLS)
-        choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
-        choice("pooling", self.pooling, POOLINGS)
+        check_choice("input", self.input, INPUTS)
+        check_choice("cell", self.cell, CELLS)
+        check_choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
+        check_choice("pooling", self.pooling, POOLINGS)
         if self.nonlinearity != "tanh" and self.cell != "rnn":
             raise ConfigError(
                 f"--nonlinearity {self.nonlinearity} applies to --cell rnn only, "

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from rnnkit.choices import CELLS, NONLINEARITIES
 from rnnkit.errors import ConfigError, did_you_mean
+from rnnkit.models.config import check_choice
 from rnnkit.models.core import make_rnn
 
 CONDITION_KINDS = ("label", "vector")
@@ -92,17 +93,10 @@ class ConditionalConfig:
         return self.condition in ("init", "both")
 
     def validate(self) -> None:
-        def choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
-            if value not in choices:
-                raise ConfigError(
-                    f"--{flag} must be one of {', '.join(choices)}, not {value!r}"
-                    f"{did_you_mean(value, choices)}."
-                )
-
-        choice("condition-kind", self.condition_kind, CONDITION_KINDS)
-        choice("condition", self.condition, CONDITIONINGS)
-        choice("cell", self.cell, CELLS)
-        choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
+        check_choice("condition-kind", self.condition_kind, CONDITION_KINDS)
+        check_choice("condition", self.condition, CONDITIONINGS)
+        check_choice("cell", self.cell, CELLS)
+        check_choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
         if self.nonlinearity != "tanh" and self.cell != "rnn":
             raise ConfigError(
                 f"--nonlinearity {self.nonlinearity} applies to --cell rnn only, "

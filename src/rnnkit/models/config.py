@@ -11,6 +11,15 @@ from rnnkit.choices import ARCHS, CELLS, NONLINEARITIES, OUTPUTS
 from rnnkit.errors import ConfigError, did_you_mean
 
 
+def check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    """ConfigError naming ``--flag`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(
+            f"--{flag} must be one of {', '.join(choices)}, not {value!r}"
+            f"{did_you_mean(value, choices)}."
+        )
+
+
 def check_cell(cell: str, nonlinearity: str) -> None:
     """ConfigError unless ``cell`` is rnn, gru or lstm and ``nonlinearity`` fits it."""
     if cell not in CELLS:

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from rnnkit.choices import ATTENTIONS, CELLS, NONLINEARITIES
 from rnnkit.errors import ConfigError, did_you_mean
+from rnnkit.models.config import check_choice
 from rnnkit.models.core import RecurrentCore, make_rnn
 
 PAD_ID = 0
@@ -76,16 +77,9 @@ class Seq2SeqConfig:
         return self.hidden_size * (2 if self.bidirectional else 1)
 
     def validate(self) -> None:
-        def choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
-            if value not in choices:
-                raise ConfigError(
-                    f"--{flag} must be one of {', '.join(choices)}, not {value!r}"
-                    f"{did_you_mean(value, choices)}."
-                )
-
-        choice("cell", self.cell, CELLS)
-        choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
-        choice("attention", self.attention, ATTENTIONS)
+        check_choice("cell", self.cell, CELLS)
+        check_choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
+        check_choice("attention", self.attention, ATTENTIONS)
         if self.nonlinearity != "tanh" and self.cell != "rnn":
             raise ConfigError(
                 f"--nonlinearity {self.nonlinearity} applies to --cell rnn only, "
