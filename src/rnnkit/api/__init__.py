@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rnnkit import distributed
 from rnnkit.api.runs import (
     Log,
     RunLock,
@@ -165,10 +166,17 @@ def train(
     data_cfg = from_dict(DataConfig, data_kw, "data")
     train_cfg = from_dict(TrainConfig, train_kw, "training")
     out_path = Path(out)
-    _check_out(out_path, overwrite)
-    # an existing run is locked at once (another process may be training in it); a new
-    # folder only once the data has been read, so bad input leaves nothing behind
-    lock = RunLock(out_path) if out_path.is_dir() else None
+    main = distributed.world().is_main  # under torchrun, rank 0 alone checks and writes --out
+    log = log if main else (lambda msg: None)
+    distributed.setup(dev)
+
+    def check_and_lock() -> RunLock | None:
+        _check_out(out_path, overwrite)
+        # an existing run is locked at once (another process may be training in it); a new
+        # folder only once the data has been read, so bad input leaves nothing behind
+        return RunLock(out_path) if out_path.is_dir() else None
+
+    lock = distributed.on_main(check_and_lock)
     t0 = time.perf_counter()
     data = prepare_data(data_cfg, None)  # bad input fails here, before anything is written
     if model_kw.get("output") == "class":  # Mikolov's classes from the training counts
@@ -182,8 +190,13 @@ def train(
         f"{data_cfg.level} vocabulary {len(data.vocab):,}, train {len(data.train_ids):,} "
         f"and valid {len(data.valid_ids):,} tokens (read in {time.perf_counter() - t0:.1f} s)"
     )
-    lock = lock or RunLock(out_path)  # before anything is removed or written
-    _clear_out(out_path)
+
+    def lock_and_clear() -> RunLock:
+        locked = lock or RunLock(out_path)  # before anything is removed or written
+        _clear_out(out_path)
+        return locked
+
+    lock = distributed.on_main(lock_and_clear)
     torch.manual_seed(train_cfg.seed)
     model = make_model(model_cfg)
     config = {
@@ -194,11 +207,13 @@ def train(
         "training": dataclasses.asdict(train_cfg),
         "stats": {"train_tokens": len(data.train_ids), "valid_tokens": len(data.valid_ids)},
     }
-    data.vocab.save(out_path / VOCAB)
+    if main:
+        data.vocab.save(out_path / VOCAB)
     trainer = _make_trainer(model, data, data_cfg, train_cfg, out_path, dev, progress, log)
     trainer.lock = lock
-    trainer.save_checkpoint()
-    write_config(out_path, config)  # last: the folder is a run once everything is in place
+    trainer.save_checkpoint()  # under torchrun every rank takes part, rank 0 writes
+    if main:
+        write_config(out_path, config)  # last: the folder is a run once everything is in place
     shape = (
         f"window {model_cfg.context} x {model_cfg.input_size} -> {model_cfg.hidden_size}"
         if model_cfg.arch == "window"
@@ -246,7 +261,9 @@ def _resume(
     on_validation: Callable[[dict[str, Any], torch.nn.Module], None] | None = None,
 ) -> TrainResult:
     config = read_config(run)
-    lock = RunLock(run)
+    main = distributed.world().is_main  # under torchrun every rank reads the run; rank 0 writes
+    distributed.setup(dev)
+    lock = distributed.on_main(lambda: RunLock(run))
     if "corpus" in data_kw and data_kw["corpus"] not in BUILTIN_CORPORA:
         data_kw["corpus"] = str(Path(data_kw["corpus"]).resolve())
     _check_resume_flags(config, {"model": model_kw, "data": data_kw, "training": train_kw})
@@ -263,7 +280,8 @@ def _resume(
     trainer = _make_trainer(model, data, data_cfg, train_cfg, run, dev, progress, log)
     trainer.lock = lock
     trainer.load_state_dict(load_state(run / STATE))
-    if train_kw:
+    log = trainer.log
+    if train_kw and main:
         config["training"] = dataclasses.asdict(train_cfg)
         write_config(run, config)
     log(f"resuming {str(run)!r} at step {trainer.step} (epoch {trainer.epoch})")

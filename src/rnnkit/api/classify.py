@@ -35,6 +35,7 @@ from rnnkit.api.runs import (
     split_settings,
     start_run,
 )
+from rnnkit.distributed import main_log, world
 from rnnkit.errors import ConfigError, DataError, RunError
 from rnnkit.models.classifier import ClassifierConfig, SequenceClassifier
 from rnnkit.tasks.classify import ClassifyTask, fraction_split
@@ -183,7 +184,7 @@ def train(
     ``cv=K``: K-fold cross-validation (see the module docstring); returns a
     :class:`CVResult`. ``max_time`` bounds each fold's run.
     """
-    log = log or (lambda msg: None)
+    log = main_log(log or (lambda msg: None))  # under torchrun, rank 0 alone logs
     check_budget(max_time, max_steps)
     dev = resolve_device(device)
     set_threads(threads)
@@ -205,6 +206,8 @@ def train(
         return _resume(Path(resume), parts["training"], dev, progress, log, **budget)
     data = from_dict(ClassifyData, _absolute(parts["data"]), "data")
     train_cfg = from_dict(TrainConfig, parts["training"], "training")
+    if cv is not None and world().active:
+        raise ConfigError("--cv trains its folds in one process; run it without torchrun.")
     if cv is not None:
         return _cross_validate(cv, data, parts["model"], train_cfg, out, overwrite, dev,
                                progress, log, budget)  # fmt: skip

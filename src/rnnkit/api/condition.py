@@ -33,6 +33,7 @@ from rnnkit.api.runs import (
     split_settings,
     start_run,
 )
+from rnnkit.distributed import main_log
 from rnnkit.errors import ConfigError
 from rnnkit.models.conditional import ConditionalConfig, ConditionalGenerator
 from rnnkit.tasks.condition import (
@@ -181,7 +182,7 @@ def train(
     ``valid``, ``valid_vectors``, ``tokenizer``, ``min_count``, ...) and
     :class:`~rnnkit.training.TrainConfig` (``batch_size``, ``lr``, ``epochs``, ...).
     """
-    log = log or (lambda msg: None)
+    log = main_log(log or (lambda msg: None))  # under torchrun, rank 0 alone logs
     check_budget(max_time, max_steps)
     dev = resolve_device(device)
     set_threads(threads)

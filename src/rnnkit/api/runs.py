@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnkit import distributed
 from rnnkit.errors import ConfigError, RunError
 from rnnkit.tasks.base import Task
 from rnnkit.training.checkpoint import (
@@ -46,12 +47,13 @@ def resolve_device(device: str | None) -> torch.device:
     """'auto' (or None) picks CUDA when available; 'cuda' without CUDA is an error."""
     name = device or "auto"
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        auto = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return distributed.local_device(auto)
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for, but CUDA is not available on this machine.")
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise ConfigError(f"--device must be auto, cpu or cuda, not {name!r}.")
-    return torch.device(name)
+    return distributed.local_device(torch.device(name))  # under torchrun: this rank's GPU
 
 
 def set_threads(threads: int | None) -> None:
@@ -182,13 +184,25 @@ def start_run(
 
     ``build_model`` is called after the seed is set, so the same seed gives the same
     initial weights. config.json is written last: the folder is a run once all is in place.
+    Under torchrun, rank 0 alone checks, locks and writes the folder.
     """
     if out is None:
         raise ConfigError("--out RUN is required: the folder where the run is saved.")
     out_path = Path(out)
-    check_out(out_path, overwrite)
-    lock = RunLock(out_path)
-    clear_out(out_path)
+
+    def prepare() -> RunLock:
+        check_out(out_path, overwrite)
+        lock = RunLock(out_path)
+        clear_out(out_path)
+        return lock
+
+    distributed.setup(device)
+    lock = distributed.on_main(prepare)  # under torchrun rank 0 alone checks and writes
+    if not distributed.world().is_main:
+        torch.manual_seed(train_cfg.seed)
+        trainer = Trainer(build_model(), task, train_cfg, out_path, device, progress, log)
+        trainer.save_checkpoint()  # takes part in rank 0's (it gathers), writes nothing
+        return trainer
     torch.manual_seed(train_cfg.seed)
     model = build_model()
     save_vocabularies = getattr(task, "save_vocabularies", None)
@@ -220,14 +234,17 @@ def resume_trainer(
     """The Trainer of run ``run`` at its saved state; ``build(config, train_cfg)`` rebuilds
     the task (over the run's vocabularies) and the model from config.json."""
     config = read_config(run)
-    lock = RunLock(run)
+    main = distributed.world().is_main  # under torchrun every rank reads the run; rank 0 writes
+    distributed.setup(device)
+    lock = distributed.on_main(lambda: RunLock(run))
     check_resume_flags(config, {"model": {}, "data": {}, "training": train_kw})
     train_cfg = from_dict(TrainConfig, {**config["training"], **train_kw}, "training")
     task, model = build(config, train_cfg)
     trainer = Trainer(model, task, train_cfg, run, device, progress=progress, log=log)
     trainer.lock = lock
     trainer.load_state_dict(load_state(run / STATE))
-    if train_kw:
+    log = trainer.log
+    if train_kw and main:
         config["training"] = dataclasses.asdict(train_cfg)
         write_config(run, config)
     log(f"resuming {str(run)!r} at step {trainer.step} (epoch {trainer.epoch})")

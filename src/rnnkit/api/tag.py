@@ -30,6 +30,7 @@ from rnnkit.api.runs import (
     split_settings,
     start_run,
 )
+from rnnkit.distributed import main_log
 from rnnkit.errors import ConfigError
 from rnnkit.models.tagger import SequenceTagger, TaggerConfig
 from rnnkit.tasks.tag import TagTask
@@ -108,7 +109,7 @@ def train(
     ``label_column``, ``feature_columns``, ``char_features``, ...),
     :class:`~rnnkit.models.tagger.TaggerConfig` (``cell``, ``hidden_size``,
     ``bidirectional``, ``crf``, ...) and :class:`~rnnkit.training.TrainConfig`."""
-    log = log or (lambda msg: None)
+    log = main_log(log or (lambda msg: None))  # under torchrun, rank 0 alone logs
     check_budget(max_time, max_steps)
     dev = resolve_device(device)
     set_threads(threads)

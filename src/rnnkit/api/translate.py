@@ -30,6 +30,7 @@ from rnnkit.api.runs import (
     split_settings,
     start_run,
 )
+from rnnkit.distributed import main_log
 from rnnkit.errors import ConfigError
 from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from rnnkit.tasks.translate import DECODE_BATCH, TranslateTask, bleu_scores
@@ -123,7 +124,7 @@ def train(
     (``valid_source``, ``valid_target``, ``lowercase``, ``subwords``, ...),
     :class:`~rnnkit.models.seq2seq.Seq2SeqConfig` (``cell``, ``hidden_size``,
     ``bidirectional``, ``attention``, ...) and :class:`~rnnkit.training.TrainConfig`."""
-    log = log or (lambda msg: None)
+    log = main_log(log or (lambda msg: None))  # under torchrun, rank 0 alone logs
     check_budget(max_time, max_steps)
     dev = resolve_device(device)
     set_threads(threads)

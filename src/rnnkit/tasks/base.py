@@ -48,6 +48,29 @@ class Task:
     unit: str = "token"  # what the loss is averaged over, for logs: char, word, sentence, token
     metric: str = "loss"  # the validation figure that picks the best checkpoint ...
     direction: str = "min"  # ... and whether lower ("min") or higher ("max") is better
+    # Under DDP (see rnnkit.distributed) each rank trains on its share of every batch:
+    shard_rank: int = 0
+    shard_count: int = 1
+    shard_padding: bool = False  # the last batch's share was a stand-in whose loss counts 0
+    shard_size: int = 0  # the rows of the last batch that were this rank's own
+
+    def set_shard(self, rank: int, count: int) -> None:
+        """Train on share ``rank`` of ``count`` of every batch (DDP; the Trainer calls it)."""
+        self.shard_rank, self.shard_count = rank, count
+
+    def shard(self, rows: np.ndarray) -> np.ndarray:
+        """This rank's share of a batch's rows (example indices): ``numpy.array_split`` of
+        ``rows`` in ``shard_count`` contiguous parts, so the shares together are the batch
+        one process trains on. A batch with fewer rows than ranks leaves some ranks none:
+        they get its first row as a stand-in (``shard_padding``; the Trainer counts its loss
+        0, so the stand-in's loss must be finite), so every rank still runs the step and
+        none waits for the others forever."""
+        if self.shard_count == 1:
+            self.shard_padding, self.shard_size = False, len(rows)
+            return rows
+        part = np.array_split(rows, self.shard_count)[self.shard_rank]
+        self.shard_padding, self.shard_size = len(part) == 0, len(part)
+        return rows[:1] if self.shard_padding else part
 
     def num_batches(self, epoch: int) -> int:
         """How many training batches epoch ``epoch`` has."""

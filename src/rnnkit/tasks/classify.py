@@ -363,7 +363,7 @@ class ClassifyTask(Task):
         return math.ceil(len(self.train_x) / self.batch_size)
 
     def batch(self, epoch: int, index: int) -> ClassifyBatch:
-        idx = self._batches(epoch)[index]
+        idx = self.shard(self._batches(epoch)[index])
         inputs, lengths = pad([self.train_x[i] for i in idx])
         if self.word_dropout > 0 and self.vocab is not None:
             # word dropout: each training word becomes <unk> with this probability, drawn

@@ -412,7 +412,7 @@ class ConditionTask(Task):
         return math.ceil(len(self.train_y) / self.batch_size)
 
     def batch(self, epoch: int, index: int) -> ConditionBatch:
-        idx = self._batches(epoch)[index]
+        idx = self.shard(self._batches(epoch)[index])
         return self.make_batch([self.train_y[i] for i in idx], self.train_c[idx])
 
     def loss(self, model: nn.Module, batch: ConditionBatch, carry: Any) -> tuple[Tensor, int, Any]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rnnkit.errors import DataError, RnnkitError
+from rnnkit.errors import ConfigError, DataError, RnnkitError
 from rnnkit.evaluation.sentences import markers, sentence_loss
 from rnnkit.evaluation.stream import stream_loss, to_tensor
 from rnnkit.models import LanguageModel, detach_state
@@ -89,10 +89,34 @@ class LanguageModelTask(Task):
     def num_batches(self, epoch: int) -> int:
         return self.windows
 
+    def set_shard(self, rank: int, count: int) -> None:
+        """Stream mode: this rank keeps its contiguous share of the batch columns (and their
+        carried state), so every rank runs the same windows, truncated BPTT intact."""
+        if self.sentences is None and count > 1:
+            batch = self.columns.shape[0]
+            if batch % count:
+                raise ConfigError(
+                    f"--batch-size {batch} does not split evenly over {count} ranks; give a "
+                    f"multiple of {count} (each rank trains on batch-size / ranks columns)."
+                )
+            per = batch // count
+            self.columns = self.columns[rank * per : (rank + 1) * per]
+        super().set_shard(rank, count)
+
     def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """Inputs and targets (B, T), and whether the carried state must be reset first."""
         if self.sentences is not None:
-            return self.sentences.window(epoch, index)
+            x, y, reset = self.sentences.window(epoch, index)
+            if self.shard_count > 1:
+                rows = self.shard(np.arange(len(x)))
+                if self.shard_padding or not (y[rows] != PAD).any():
+                    # no share, or this rank's sentences have all ended before this window:
+                    # a stand-in row that has tokens here (its loss counts 0), from the zero
+                    # state; the rank's own rows are padding until the bucket's end
+                    self.shard_padding, reset = True, True
+                    rows = np.flatnonzero((y != PAD).any(axis=1))[:1]
+                x, y = x[rows], y[rows]
+            return x, y, reset
         x, y = window(self.columns, index, self.bptt)
         return x, y, False
 

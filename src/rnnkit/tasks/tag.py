@@ -301,7 +301,7 @@ class TagTask(Task):
         return -(-len(self.train) // self.batch_size)
 
     def batch(self, epoch: int, index: int) -> TagBatch:
-        return self.collate([self.train[i] for i in self._batches(epoch)[index]])
+        return self.collate([self.train[i] for i in self.shard(self._batches(epoch)[index])])
 
     def loss(self, model: nn.Module, batch: Any, carry: Any) -> tuple[Tensor, int, Any]:
         tagger = cast(SequenceTagger, model)

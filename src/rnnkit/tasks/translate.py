@@ -238,7 +238,7 @@ class TranslateTask(Task):
         return math.ceil(len(self.train_src) / self.batch_size)
 
     def batch(self, epoch: int, index: int) -> TranslateBatch:
-        idx = self._batches(epoch)[index]
+        idx = self.shard(self._batches(epoch)[index])
         return self._make_batch([self.train_src[i] for i in idx], [self.train_tgt[i] for i in idx])
 
     def _make_batch(self, src: Sequence[np.ndarray], tgt: Sequence[np.ndarray]) -> TranslateBatch:

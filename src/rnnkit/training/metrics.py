@@ -27,15 +27,21 @@ def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 class MetricsLog:
-    """Appends records; on resume, records past the checkpoint's step are dropped first."""
+    """Appends records; on resume, records past the checkpoint's step are dropped first.
+    ``write`` False (DDP ranks other than 0) makes both a no-op."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], write: bool = True) -> None:
         self.path = Path(path)
+        self.write = write
 
     def truncate_after(self, step: int) -> None:
+        if not self.write:
+            return
         kept = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= step]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def append(self, record: dict[str, Any]) -> None:
+        if not self.write:
+            return
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")

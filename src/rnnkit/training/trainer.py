@@ -8,6 +8,13 @@ weight averaging, checkpoints, metrics, progress, Ctrl-C and SIGTERM, and the bu
 *carry* (only the stream language model has one: its hidden state, truncated BPTT) is
 opaque here: reset to None at each epoch, handed from step to step, saved in state.pt.
 
+Launched by torchrun (see :mod:`rnnkit.distributed` and docs/distributed.md), the Trainer
+trains with DistributedDataParallel: each rank trains on its share of every batch (the
+task's :meth:`~rnnkit.tasks.Task.shard`), its loss weighted by its share of the batch's
+units so that the averaged gradient is one process's gradient of the whole batch; one small
+all-reduce per step also carries the signals and rank 0's clock, so every rank stops at the
+same step; rank 0 validates (the figures are broadcast) and alone writes the run directory.
+
 After each epoch (and every ``validate_every`` steps) the model is validated, the schedule
 decides the learning rate and whether to stop, and the run directory is updated: the best
 weights by the task's metric, the last weights and the resume state. A stop between
@@ -27,11 +34,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
+from rnnkit import distributed
 from rnnkit.errors import RnnkitError
 from rnnkit.tasks.base import Task
 from rnnkit.training.checkpoint import BEST, LAST, METRICS, STATE, save_state, save_weights
@@ -67,10 +77,14 @@ class _InterruptFlag:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, grace: float = 0.0) -> None:
         self.set = False
         self.signum = 0
         self._old: dict[int, Any] = {}
+        # torchrun passes on the signal it gets to every worker, which under a terminal's
+        # Ctrl-C got it already: a second signal this soon after the first is the same one
+        self.grace = grace
+        self._when = 0.0
 
     def __enter__(self) -> _InterruptFlag:
         if threading.current_thread() is threading.main_thread():
@@ -80,9 +94,12 @@ class _InterruptFlag:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.set:
+            if time.monotonic() - self._when < self.grace:
+                return
             raise KeyboardInterrupt
         self.set = True
         self.signum = signum
+        self._when = time.monotonic()
 
     def __exit__(self, *exc: object) -> None:
         for signum, old in self._old.items():
@@ -117,6 +134,28 @@ def _unpack_carry(packed: dict[str, torch.Tensor], device: torch.device) -> Any:
     if "c" in packed:
         return (packed["h"].to(device), packed["c"].to(device))
     return packed["h"].to(device)
+
+
+def _join_carries(parts: list[Any]) -> dict[str, torch.Tensor]:
+    """The ranks' packed carries (None for a stand-in share) as one: batch is dimension 1."""
+    kept = [p for p in parts if p]
+    if not kept:
+        return {}
+    return {k: torch.cat([p[k] for p in kept], dim=1) for k in kept[0]}
+
+
+class _TaskStep(nn.Module):
+    """The task's loss as a forward pass, for DistributedDataParallel: DDP synchronises the
+    gradients of what runs inside its forward, and tasks call their model's own loss
+    methods, not its forward."""
+
+    def __init__(self, model: nn.Module, task: Task) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, batch: Any, carry: Any) -> tuple[torch.Tensor, int, Any]:
+        return self.task.loss(self.model, batch, carry)
 
 
 class Trainer:
@@ -184,6 +223,30 @@ class Trainer:
         # costs no sync): kept whenever clip > 0, and with clip 0 when record_grad_norm is set
         self.record_grad_norm = False
         self.last_grad_norm: torch.Tensor | None = None
+        # DDP, when launched by torchrun: rank 0 writes, logs and validates; each rank trains
+        # on its share of every batch; the step's all-reduce brings what all ranks agree on
+        self.world = distributed.setup(device)
+        self.writes = self.world.is_main
+        self.ddp: DistributedDataParallel | None = None
+        self.agreed_signal = 0  # a signal number any rank got (0: none), as of the last step
+        self.agreed_clock = 0.0  # rank 0's seconds in this call to fit, as of the last step
+        self._interrupt: _InterruptFlag | None = None
+        self._start = 0.0
+        if self.world.active:
+            task.set_shard(self.world.rank, self.world.size)
+            if not self.writes:
+                self.log = lambda msg: None
+                self.progress = False
+                # another random stream on each rank (dropout); rank 0 keeps one process's
+                seq = np.random.SeedSequence([config.seed, self.world.rank])
+                torch.manual_seed(int(seq.generate_state(1, np.uint64)[0] >> 1))
+            self.metrics.write = self.writes
+            # an adaptive softmax's tail clusters sit out a step no target falls in: DDP must
+            # then look for unused weights (a graph traversal a step), or it waits for them
+            skips = any(isinstance(m, nn.AdaptiveLogSoftmaxWithLoss) for m in model.modules())
+            self.ddp = DistributedDataParallel(
+                _TaskStep(self.model, task), find_unused_parameters=skips
+            )
 
     @property
     def windows(self) -> int:
@@ -205,6 +268,18 @@ class Trainer:
 
     # -- the resume state ---------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """The resume state. Under DDP every rank must call it (it gathers): the carry is
+        put together from the ranks' shares into one process's (batch B), so state.pt is
+        the same whatever the number of ranks, and each rank's random state is kept."""
+        state = self._local_state_dict()
+        if self.world.active:
+            parts = distributed.gather((self._own_carry(state["hidden"]), state["rng"]))
+            if parts is not None:
+                state["hidden"] = _join_carries([p[0] for p in parts])
+                state["rng_ranks"] = [p[1] for p in parts]
+        return state
+
+    def _local_state_dict(self) -> dict[str, Any]:
         return {
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
@@ -244,7 +319,14 @@ class Trainer:
             self.best_saved = best if math.isfinite(best) else None
         self.best_loss = float(pos.get("best_loss", self.schedule.best_loss))
         self.validated_step = int(pos.get("validated_step", -1))
-        self.carry = _unpack_carry(state["hidden"], self.device)
+        self.carry = _unpack_carry(self._my_carry(state["hidden"]), self.device)
+        ranks = state.get("rng_ranks")
+        if self.world.active and self.world.rank > 0:
+            if ranks is not None and self.world.rank < len(ranks):
+                _set_rng_state(ranks[self.world.rank])
+            else:  # started on fewer ranks: a stream of its own, from the step
+                seq = np.random.SeedSequence([self.config.seed, self.world.rank, self.step])
+                torch.manual_seed(int(seq.generate_state(1, np.uint64)[0] >> 1))
         self.averaged = None
         if state.get("averaged") is not None:
             self._start_averaging()
@@ -252,6 +334,25 @@ class Trainer:
             self.averaged.load_state_dict(state["averaged"])
         self.metrics.truncate_after(self.step)
         self.saved_step = self.step
+
+    def _own_carry(self, packed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """The carry of this rank's own rows, for state.pt: a stand-in's is not theirs (rows
+        whose sentences have ended get zeros: padding until their bucket ends)."""
+        if not self.task.shard_padding:
+            return packed
+        n = self.task.shard_size
+        if not n or not packed:
+            return None
+        return {k: v.new_zeros(v.shape[0], n, *v.shape[2:]) for k, v in packed.items()}
+
+    def _my_carry(self, packed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This rank's share of a saved carry (one process's, batch B): the same rows as its
+        share of the batches, so a run resumes on any number of ranks."""
+        if not packed or not self.world.active:
+            return packed
+        batch = next(iter(packed.values())).shape[1]
+        rows = torch.from_numpy(self.task.shard(np.arange(batch)))
+        return {k: v.index_select(1, rows) for k, v in packed.items()}
 
     def save_checkpoint(self, best: bool = False, validated: bool = True) -> None:
         """last.safetensors and state.pt (and model.safetensors when ``best``), atomically.
@@ -261,12 +362,15 @@ class Trainer:
         """
         meta = {"step": str(self.step)}
         self.saved_step = self.step
+        state = self.state_dict()  # under DDP every rank takes part; rank 0 alone writes
+        if not self.writes:
+            return
         if best:
             save_weights(
                 self.scored_model, self.run / BEST, **meta, validated="yes" if validated else "no"
             )
         save_weights(self.scored_model, self.run / LAST, **meta)
-        save_state(self.state_dict(), self.run / STATE)
+        save_state(state, self.run / STATE)
 
     # -- one step and one validation ----------------------------------------------------
     def train_step(self) -> float:
@@ -275,9 +379,15 @@ class Trainer:
         # bf16 autocast runs the matrix products in bfloat16 (weights, gradients and the
         # optimizer stay float32).
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
-            loss, units, self.carry = self.task.loss(self.model, batch, self.carry)
+            if self.ddp is None:
+                loss, units, self.carry = self.task.loss(self.model, batch, self.carry)
+            else:
+                loss, units, self.carry = self.ddp(batch, self.carry)
+        objective = loss
+        if self.ddp is not None:
+            loss, units, objective = self._agree(loss, 0 if self.task.shard_padding else units)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         if self.config.clip > 0:
             self.last_grad_norm = torch.nn.utils.clip_grad_norm_(
                 self.model.parameters(), self.config.clip
@@ -295,9 +405,44 @@ class Trainer:
         self.tokens += units
         return loss.item()
 
+    def _agree(self, loss: torch.Tensor, units: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """DDP: one all-reduce of this rank's units and loss, the signals and rank 0's clock;
+        returns the batch's mean loss over all ranks, its units, and what this rank must
+        differentiate.
+
+        The task's loss is a mean over this rank's ``units``; weighted by ``units * N / U``
+        (U the batch's units over all ranks), DDP's average of the N gradients is the
+        gradient of the whole batch's mean, as one process computes it. A rank with a
+        stand-in share (no units of its own) differentiates its loss times zero: a zero
+        gradient, through the same weights as its forward pass, so DDP hears from each.
+        """
+        interrupt = self._interrupt
+        signum = interrupt.signum if interrupt is not None and interrupt.set else 0
+        clock = time.perf_counter() - self._start - self.paused if self.writes else 0.0
+        local = torch.tensor(
+            [float(units), float(signum == signal.SIGINT), float(signum == signal.SIGTERM), clock],
+            dtype=torch.float64,
+            device=self.device,
+        )
+        weighted = (
+            loss.detach().double() * units if units else loss.new_zeros((), dtype=torch.float64)
+        )
+        total = distributed.all_sum(torch.cat([weighted.reshape(1), local]))
+        loss_sum, units_all, sigint, sigterm, clock = total.tolist()
+        self.agreed_signal = signal.SIGINT if sigint else signal.SIGTERM if sigterm else 0
+        self.agreed_clock = clock
+        mean = torch.tensor(loss_sum / units_all if units_all else math.nan)
+        scale = units * self.world.size / units_all if units else 0.0
+        return mean, int(units_all), loss * scale
+
     def validate(self) -> dict[str, float]:
-        """The task's validation figures for the weights that would be saved."""
-        return self.task.validate(self.scored_model)
+        """The task's validation figures for the weights that would be saved (under DDP:
+        rank 0's, on every rank, so all take the same decisions)."""
+        if not self.world.active:
+            return self.task.validate(self.scored_model)
+        figures = self.task.validate(self.scored_model) if self.writes else None
+        result: dict[str, float] = distributed.broadcast(figures)
+        return result
 
     # -- the loop -------------------------------------------------------------------------
     def fit(
@@ -314,7 +459,8 @@ class Trainer:
         benchmark can score the test set there without spending the training budget).
         ``on_step(trainer, loss)`` is called after each optimizer step with that step's loss
         (nats per unit, before the update), a step that diverges included, before the
-        RnnkitError that stops the run.
+        RnnkitError that stops the run. Under DDP, ``on_validation`` runs on rank 0 only and
+        ``on_step`` on every rank (with the whole batch's loss).
         """
         cfg = self.config
         self.on_validation = on_validation
@@ -334,7 +480,9 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
-        with _InterruptFlag() as interrupt, bar:
+        self._start, self.agreed_clock = start, 0.0
+        with _InterruptFlag(grace=2.0 if self.world.active else 0.0) as interrupt, bar:
+            self._interrupt = interrupt
             while not stopped:
                 if self.epoch >= cfg.epochs:
                     stopped = f"finished {cfg.epochs} epochs"
@@ -378,21 +526,21 @@ class Trainer:
                 if end_of_epoch or (cfg.validate_every and self.step % cfg.validate_every == 0):
                     stopped = self._validate_and_save(bar, start)
                 if not stopped:
-                    if interrupt.set:
-                        stopped = (
-                            "interrupted" if interrupt.signum == signal.SIGINT else "terminated"
-                        )
+                    # under DDP: what the ranks agreed on at this step's all-reduce
+                    signum = self.agreed_signal if self.ddp else interrupt.set and interrupt.signum
+                    if signum:
+                        stopped = "interrupted" if signum == signal.SIGINT else "terminated"
                     elif max_steps is not None and self.step >= max_steps:
                         stopped = f"reached --max-steps {max_steps}"
-                    elif (
-                        max_time is not None
-                        and time.perf_counter() - start - self.paused >= max_time
-                    ):
+                    elif max_time is not None and self._clock() >= max_time:
                         stopped = f"reached --max-time {max_time:g} s"
             if self.saved_step != self.step:
                 self.save_checkpoint()
             if self.validated_step != self.step:
                 self._validate_at_stop(stopped)
+            # under DDP no rank leaves before rank 0 has written: torchrun ends the others
+            # when the first rank exits, and a run stopped by a signal exits with 130 or 143
+            distributed.barrier()
         elapsed = time.perf_counter() - start - self.paused
         return TrainResult(
             run=self.run,
@@ -415,10 +563,16 @@ class Trainer:
         is further on."""
         progress = self.step / max(1, self.total_steps)
         if max_time is not None:
-            elapsed = time.perf_counter() - start - self.paused
-            spent = self.seconds_before_fit + elapsed
+            spent = self.seconds_before_fit + self._clock()
             progress = max(progress, spent / (self.seconds_before_fit + max_time))
         return progress
+
+    def _clock(self) -> float:
+        """Seconds of training in this call to fit; under DDP rank 0's, as of the last step,
+        so that budgets and the linear schedule give every rank the same answer."""
+        if self.ddp is not None:
+            return self.agreed_clock
+        return time.perf_counter() - self._start - self.paused
 
     def _set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -497,7 +651,7 @@ class Trainer:
             self._start_averaging()
             self.log(f"step {self.step}: validation stalled, averaging the weights from here")
         self.save_checkpoint(best=keep)
-        if self.on_validation is not None:
+        if self.on_validation is not None and self.writes:
             t0 = time.perf_counter()
             self.on_validation(record, self.scored_model)
             self.model.train()
