@@ -29,6 +29,7 @@ and can return a less probable sentence than greedy decoding.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, overload
@@ -74,8 +75,8 @@ def check_sampling(
         raise ConfigError(
             "--greedy conflicts with --temperature, --top-k and --top-p; use one or the others."
         )
-    if temperature is not None and not temperature > 0:
-        raise ConfigError(f"--temperature must be positive, not {temperature}.")
+    if temperature is not None and not 0 < temperature < math.inf:
+        raise ConfigError(f"--temperature must be a positive finite number, not {temperature}.")
     if top_k is not None and top_k < 1:
         raise ConfigError(f"--top-k must be at least 1, not {top_k}.")
     if top_p is not None and not 0 < top_p <= 1:
@@ -95,6 +96,8 @@ def check_search(beam: int | None, n_best: int | None, alpha: float | None) -> N
         )
     if alpha is not None and not alpha >= 0:
         raise ConfigError(f"--alpha must not be negative, not {alpha}.")
+    if alpha is not None and not alpha < math.inf:
+        raise ConfigError(f"--alpha must be finite, not {alpha}.")
 
 
 def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:

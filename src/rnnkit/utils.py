@@ -22,12 +22,20 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            # mkstemp makes the file 0600; give it the mode a plain open() would (umask)
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -109,6 +109,36 @@ def test_config_shapes_disagree_with_weights(
     assert_one_sentence(err, "model.safetensors", "shape", "config.json")
 
 
+@pytest.mark.parametrize("value", ["abc", 48.0, True])
+def test_config_value_of_the_wrong_type(
+    run_copy: Path, capsys: pytest.CaptureFixture[str], value: object
+) -> None:
+    cfg = json.loads((run_copy / "config.json").read_text())
+    cfg["model"]["hidden_size"] = value
+    (run_copy / "config.json").write_text(json.dumps(cfg))
+    code, _, err = run_main(["generate", str(run_copy)], capsys)
+    assert code == 2
+    assert_one_sentence(err, "config.json", "hidden_size", "must be int")
+
+
+def test_run_files_follow_the_umask(tiny_run: Path) -> None:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("config.json", "model.safetensors", "vocab.json"):
+        assert (tiny_run / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_a_killed_write_leaves_no_orphan_after_the_next_start(run_copy: Path) -> None:
+    from rnnkit.api.runs import RunLock
+
+    orphan = run_copy / ".model.safetensors.x1y2.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    RunLock(run_copy).release()
+    assert not orphan.exists() and (run_copy / "model.safetensors").exists()
+
+
 def test_damaged_config(run_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (run_copy / "config.json").write_text("{not json")
     code, _, err = run_main(["generate", str(run_copy)], capsys)
@@ -121,7 +151,11 @@ def test_damaged_config(run_copy: Path, capsys: pytest.CaptureFixture[str]) -> N
     [
         (["generate", "{run}", "--greedy", "--temperature", "0.5"], ["--greedy conflicts"]),
         (["generate", "{run}", "--top-p", "1.5"], ["--top-p"]),
-        (["generate", "{run}", "--temperature", "0"], ["--temperature must be positive"]),
+        (["generate", "{run}", "--temperature", "0"], ["--temperature must be a positive"]),
+        (["generate", "{run}", "--temperature", "inf"], ["--temperature", "finite"]),
+        (["train", "{corpus}", "--out", "{tmp}/x", "--max-time", "nan"], ["--max-time", "finite"]),
+        (["train", "{corpus}", "--out", "{tmp}/x", "--clip", "nan"], ["--clip", "finite"]),
+        (["train", "{corpus}", "--out", "{tmp}/x", "--seed", str(2**63)], ["--seed"]),
         (
             ["train", "{corpus}", "--corpus", "shakespeare", "--out", "{tmp}/x"],
             ["give the corpus once"],
@@ -139,7 +173,7 @@ def test_damaged_config(run_copy: Path, capsys: pytest.CaptureFixture[str]) -> N
         (["train", "{corpus}", "--out", "{tmp}/x", "--device", "cuda"], ["CUDA is not available"]),
         (
             ["train", "{corpus}", "--out", "{tmp}/x", "--max-time", "-1"],
-            ["--max-time must be positive"],
+            ["--max-time must be a positive"],
         ),
         (
             ["train", "{corpus}", "--out", "{tmp}/x", "--min-lr", "-1"],

@@ -23,6 +23,7 @@ from rnnkit import distributed
 from rnnkit.api.runs import (
     Log,
     RunLock,
+    check_budget,
     field_names,
     resolve_device,
     set_threads,
@@ -136,10 +137,7 @@ def train(
     called after each validation (its time is not counted against ``max_time``).
     """
     log = log or (lambda msg: None)
-    if max_time is not None and max_time <= 0:
-        raise ConfigError(f"--max-time must be positive, not {max_time}.")
-    if max_steps is not None and max_steps < 1:
-        raise ConfigError(f"--max-steps must be at least 1, not {max_steps}.")
+    check_budget(max_time, max_steps)
     dev = resolve_device(device)
     set_threads(threads)
     model_kw, data_kw, train_kw = _split_settings(settings)

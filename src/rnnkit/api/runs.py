@@ -11,6 +11,7 @@ the same run format.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -136,6 +137,10 @@ class RunLock:
                 f"run directory {str(run)!r} is in use by another rnnkit process; wait for "
                 "it to finish or choose another --out."
             ) from exc
+        # with the lock held no other process writes here: a temporary file is what a killed
+        # process left mid-write (the real file beside it is intact), so it goes
+        for orphan in run.glob(".*.tmp"):
+            orphan.unlink(missing_ok=True)
 
     def release(self) -> None:
         if not self.file.closed:
@@ -265,8 +270,10 @@ def load_task_run(
 
 
 def check_budget(max_time: float | None, max_steps: int | None) -> None:
-    if max_time is not None and max_time <= 0:
-        raise ConfigError(f"--max-time must be positive, not {max_time}.")
+    if max_time is not None and not 0 < max_time < math.inf:
+        raise ConfigError(
+            f"--max-time must be a positive finite number of seconds, not {max_time}."
+        )
     if max_steps is not None and max_steps < 1:
         raise ConfigError(f"--max-steps must be at least 1, not {max_steps}.")
 

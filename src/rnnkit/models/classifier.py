@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from rnnkit.choices import CELLS, NONLINEARITIES
 from rnnkit.errors import ConfigError, did_you_mean
-from rnnkit.models.config import check_choice
+from rnnkit.models.config import check_choice, check_types
 from rnnkit.models.core import RecurrentCore
 
 INPUTS = ("tokens", "frames")
@@ -78,6 +78,7 @@ class ClassifierConfig:
         return self.embedding_size if self.embedding_size is not None else self.hidden_size
 
     def validate(self) -> None:
+        check_types(self, "model")
         check_choice("input", self.input, INPUTS)
         check_choice("cell", self.cell, CELLS)
         check_choice("nonlinearity", self.nonlinearity, NONLINEARITIES)

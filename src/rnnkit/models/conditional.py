@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from rnnkit.choices import CELLS, NONLINEARITIES
 from rnnkit.errors import ConfigError, did_you_mean
-from rnnkit.models.config import check_choice
+from rnnkit.models.config import check_choice, check_types
 from rnnkit.models.core import make_rnn
 
 CONDITION_KINDS = ("label", "vector")
@@ -93,6 +93,7 @@ class ConditionalConfig:
         return self.condition in ("init", "both")
 
     def validate(self) -> None:
+        check_types(self, "model")
         check_choice("condition-kind", self.condition_kind, CONDITION_KINDS)
         check_choice("condition", self.condition, CONDITIONINGS)
         check_choice("cell", self.cell, CELLS)

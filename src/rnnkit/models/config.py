@@ -10,6 +10,27 @@ from typing import Any
 from rnnkit.choices import ARCHS, CELLS, NONLINEARITIES, OUTPUTS
 from rnnkit.errors import ConfigError, did_you_mean
 
+_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,),
+                                        "str": (str,)}  # fmt: skip
+
+
+def check_types(obj: Any, what: str) -> None:
+    """ConfigError naming the setting whose value has the wrong type (a hand-edited
+    config.json: ``hidden_size: "abc"``, ``48.0``, ``true``). Fields annotated ``int``,
+    ``float``, ``bool``, ``str`` or ``X | None`` are checked; others are left alone."""
+    for f in dataclasses.fields(obj):
+        kinds = [k.strip() for k in str(f.type).split("|")]
+        value = getattr(obj, f.name)
+        if value is None and "None" in kinds:
+            continue
+        if any(k not in _TYPES and k != "None" for k in kinds):
+            continue  # a type this check does not know
+        allowed = tuple(t for k in kinds for t in _TYPES.get(k, ()))
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if not ok:
+            want = " or ".join(k for k in kinds if k != "None")
+            raise ConfigError(f"{what} setting {f.name!r} must be {want}, not {value!r}.")
+
 
 def check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
     """ConfigError naming ``--flag`` unless ``value`` is one of ``choices``."""
@@ -88,6 +109,7 @@ class ModelConfig:
         return self.embedding_size if self.embedding_size is not None else self.hidden_size
 
     def validate(self) -> None:
+        check_types(self, "model")
         if self.arch not in ARCHS:
             raise ConfigError(
                 f"--arch must be rnn or window, not {self.arch!r}{did_you_mean(self.arch, ARCHS)}."

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from rnnkit.choices import ATTENTIONS, CELLS, NONLINEARITIES
 from rnnkit.errors import ConfigError, did_you_mean
-from rnnkit.models.config import check_choice
+from rnnkit.models.config import check_choice, check_types
 from rnnkit.models.core import RecurrentCore, make_rnn
 
 PAD_ID = 0
@@ -77,6 +77,7 @@ class Seq2SeqConfig:
         return self.hidden_size * (2 if self.bidirectional else 1)
 
     def validate(self) -> None:
+        check_types(self, "model")
         check_choice("cell", self.cell, CELLS)
         check_choice("nonlinearity", self.nonlinearity, NONLINEARITIES)
         check_choice("attention", self.attention, ATTENTIONS)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnkit.errors import ConfigError, did_you_mean
-from rnnkit.models.config import check_cell
+from rnnkit.models.config import check_cell, check_types
 from rnnkit.models.core import RecurrentCore
 from rnnkit.models.crf import CRF
 
@@ -70,6 +70,7 @@ class TaggerConfig:
         return size + (2 * self.char_hidden_size if self.char_features else 0)
 
     def validate(self) -> None:
+        check_types(self, "model")
         check_cell(self.cell, self.nonlinearity)
         sizes = ["vocab_size", "num_labels", "embedding_size", "hidden_size", "num_layers"]
         if self.char_features:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from rnnkit.choices import OPTIMIZERS, PRECISIONS, SCHEDULES
 from rnnkit.errors import ConfigError, did_you_mean
+from rnnkit.models.config import check_types
 
 DEFAULT_LR = {"adam": 2e-3, "sgd": 1.0}
 
@@ -55,6 +57,15 @@ class TrainConfig:
     average_every: int = 10  # steps between updates of the mean (each reads every weight)
 
     def validate(self) -> None:
+        check_types(self, "training")
+        for name in ("lr", "min_improvement", "lr_decay", "clip", "weight_decay", "min_lr"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ConfigError(
+                    f"--{name.replace('_', '-')} must be a finite number, not {value}."
+                )
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"--seed must be between 0 and 2^63 - 1, not {self.seed}.")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"--optimizer must be adam or sgd, not {self.optimizer!r}"
@@ -114,5 +125,6 @@ def from_dict(cls: Any, data: dict[str, Any], what: str) -> Any:
             f"unknown {what} setting {unknown[0]!r}{did_you_mean(unknown[0], names)}."
         )
     obj = cls(**data)
+    check_types(obj, what)
     obj.validate()
     return obj
