@@ -411,15 +411,18 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(
     print(err)
     assert proc.returncode != 0  # torchrun reports the workers' exit status 143 as a failure
     assert "exitcode  : 143" in err  # 128 + SIGTERM
-    # rank 0 got no signal, yet stopped for it: its log says so (only rank 0 logs)
-    assert err.count(": terminated; validating the final weights") == 1
     assert err.count("resume with: rnnkit train --resume") == 2  # each rank: one sentence
     from rnnkit.training.checkpoint import load_state
     from rnnkit.training.metrics import read_metrics
 
     step = int(load_state(out / "state.pt")["position"]["step"])
     last = read_metrics(out / "metrics.jsonl")[-1]
-    assert step > 0 and last["kind"] == "final" and last["step"] == step
+    assert step > 0 and last["step"] == step
+    if last["kind"] == "final":
+        # rank 0 got no signal, yet stopped for it: its log says so (only rank 0 logs)
+        assert err.count(": terminated; validating the final weights") == 1
+    else:  # the signal landed on a step that validated anyway (an epoch is 4 steps here)
+        assert last["kind"] == "valid"
 
 
 if __name__ == "__main__":
