@@ -313,3 +313,25 @@ def test_loss_over_real_positions_equals_cross_entropy_with_padding_ignored() ->
         label_smoothing=0.1,
     )  # fmt: skip
     assert float(model.loss(src, lengths, tgt_in, tgt_out)) == pytest.approx(float(expected))
+
+
+def test_missing_undecodable_and_wrong_run_are_one_sentence(
+    data: dict[str, Path], tmp_path: Path, tiny_run: Path, capsys
+) -> None:
+    common = ["--valid", data["valid.de"], data["valid.en"], "--out", tmp_path / "bad",
+              "--threads", "1", "--no-progress"]  # fmt: skip
+    missing = tmp_path / "missing.de"
+    code, _, err = run_main(["translate", "train", missing, data["train.en"], *common], capsys)
+    assert code == 2
+    assert_one_sentence(err, str(missing), "does not exist")
+    latin = tmp_path / "latin1.de"
+    latin.write_bytes("rot hund\ngro\xdfe katze\n".encode("latin-1"))
+    two = tmp_path / "two.en"
+    two.write_text("red dog\nbig cat\n", encoding="utf-8")
+    code, _, err = run_main(["translate", "train", latin, two, *common], capsys)
+    assert code == 2
+    assert_one_sentence(err, str(latin), "line 2", "UTF-8")
+    assert not (tmp_path / "bad").exists()
+    code, _, err = run_main(["translate", "translate", tiny_run, data["valid.de"]], capsys)
+    assert code == 2
+    assert_one_sentence(err, str(tiny_run), "not a translator")
