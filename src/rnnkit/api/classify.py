@@ -26,6 +26,7 @@ import torch
 from rnnkit.api.runs import (
     Log,
     check_budget,
+    check_resume_settings,
     check_same_file,
     field_names,
     load_task_run,
@@ -199,10 +200,7 @@ def train(
     if resume is not None:
         if overwrite or cv is not None:
             raise ConfigError("--resume continues one run: leave out --overwrite and --cv.")
-        if parts["model"] or parts["data"]:
-            raise ConfigError(
-                "only training settings (such as --epochs) may be given with --resume."
-            )
+        check_resume_settings(parts)
         return _resume(Path(resume), parts["training"], dev, progress, log, **budget)
     data = from_dict(ClassifyData, _absolute(parts["data"]), "data")
     train_cfg = from_dict(TrainConfig, parts["training"], "training")

@@ -24,6 +24,7 @@ import torch
 from rnnkit.api.runs import (
     Log,
     check_budget,
+    check_resume_settings,
     check_same_file,
     field_names,
     load_task_run,
@@ -197,10 +198,7 @@ def train(
     if resume is not None:
         if overwrite:
             raise ConfigError("--resume continues one run: leave out --overwrite.")
-        if parts["model"] or parts["data"]:
-            raise ConfigError(
-                "only training settings (such as --epochs) may be given with --resume."
-            )
+        check_resume_settings(parts)
         return _resume(Path(resume), parts["training"], dev, progress, log, max_time, max_steps)
     data = from_dict(ConditionData, _absolute(parts["data"]), "data")
     train_cfg = from_dict(TrainConfig, parts["training"], "training")

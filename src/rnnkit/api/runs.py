@@ -269,6 +269,12 @@ def load_task_run(
     return loaded
 
 
+def check_resume_settings(parts: dict[str, dict[str, Any]]) -> None:
+    """A resumed run keeps its model and data: only training settings may be given."""
+    if parts["model"] or parts["data"]:
+        raise ConfigError("only training settings (such as --epochs) may be given with --resume.")
+
+
 def check_budget(max_time: float | None, max_steps: int | None) -> None:
     if max_time is not None and not 0 < max_time < math.inf:
         raise ConfigError(
@@ -294,6 +300,7 @@ __all__ = [
     "check_budget",
     "check_out",
     "check_resume_flags",
+    "check_resume_settings",
     "clear_out",
     "field_names",
     "resolve_device",

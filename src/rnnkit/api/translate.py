@@ -21,6 +21,7 @@ import torch
 from rnnkit.api.runs import (
     Log,
     check_budget,
+    check_resume_settings,
     check_same_file,
     field_names,
     load_task_run,
@@ -136,10 +137,7 @@ def train(
     if resume is not None:
         if overwrite:
             raise ConfigError("--resume and --overwrite conflict: resuming keeps the run.")
-        if parts["model"] or parts["data"]:
-            raise ConfigError(
-                "only training settings (such as --epochs) may be given with --resume."
-            )
+        check_resume_settings(parts)
         return _resume(Path(resume), parts["training"], dev, progress, log, max_time, max_steps)
     data_kw = dict(parts["data"])
     for key in ("train_source", "train_target", "valid_source", "valid_target"):
