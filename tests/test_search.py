@@ -11,7 +11,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+import rnnkit.search as search_module
 from rnnkit.errors import ConfigError
+from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig, TranslatorDecoder
 from rnnkit.search import (
     Hypothesis,
     beam_search,
@@ -280,6 +282,7 @@ def test_max_len_zero_gives_an_empty_output() -> None:
     assert [h.tokens for h in greedy(dec, init, starts, EOS, limits)][::2] == [[], []]
     beams = beam_search(dec, init, starts, EOS, limits, 3, 2)
     assert beams[0] == [Hypothesis([], 0.0, 0.0)] and len(beams[1]) == 2
+    assert beam_search(dec, init[:0], starts[:0], EOS, limits[:0], 3, 2) == []  # no input
 
 
 def test_length_penalty() -> None:
@@ -334,3 +337,133 @@ def test_the_search_waits_until_no_live_beam_can_win() -> None:
     assert [h.tokens for h in best] == [[1, 1, 0], [0]]
     assert best[0].score == pytest.approx(math.log(0.9 * 0.9 * 0.9))
     assert greedy(dec, [()], start, EOS, 5)[0].tokens == [1, 1, 0]
+
+
+# -- the fast candidate selection against the plain one ------------------------------------
+
+
+def plain_candidates(logp: Tensor, beam_scores: Tensor, n: int, banned: Tensor) -> Any:
+    """What search._candidates must equal: every continuation summed in float64, then _top."""
+    A, k = beam_scores.shape
+    logp = logp.index_fill(1, banned, float("-inf")) if len(banned) else logp
+    cand = beam_scores[:, :, None] + logp.reshape(A, k, -1).double()
+    return search_module._top(cand.reshape(A, -1), n)
+
+
+def same_finite(got: tuple[Tensor, Tensor], want: tuple[Tensor, Tensor]) -> None:
+    """Equal best-first lists; -inf entries (dead, never used) may name any candidate."""
+    assert got[0].shape == want[0].shape
+    assert torch.equal(got[0], want[0])
+    fin = torch.isfinite(want[0])
+    assert torch.equal(got[1][fin], want[1][fin])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("V", [40, 3001])  # the full sort; blocks of 32 ids
+def test_candidates_equal_the_full_sum_and_sort(
+    dtype: torch.dtype, V: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gen = torch.Generator().manual_seed(0)
+    A, k, K = 6, 5, 5
+    n = 2 * K
+    logits = torch.randn(A * k, V, generator=gen, dtype=torch.float64) * 4
+    logits[8, -1] = logits[8].max() + 2  # the best one in the short last block
+    logp = torch.log_softmax(logits, -1).to(dtype)
+    logp[9, 1:] = float("-inf")  # a single possible token
+    logp[10:15] = logp[10]  # input 2: equal rows ...
+    banned = torch.tensor([0, 33, V - 1])
+    logp[15:20, banned] = 0.0  # input 3: banned ids in three blocks beat every allowed one
+    scores = -torch.rand(A, k, generator=gen, dtype=torch.float64) * 30
+    scores[1, 2] = float("-inf")  # a dead beam
+    scores[2] = scores[2, 0]  # ... and equal beams: each sum tied across its 5 rows
+    scores[3, 1:] -= 500  # input 3's best n are its first row's
+    full_sorts: list[int] = []
+    plain_top = search_module._top
+
+    def counted_top(x: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        full_sorts.append(1)
+        return plain_top(x, n)
+
+    monkeypatch.setattr(search_module, "_top", counted_top)
+    blocks = 4 * (n + 1) * search_module._BLOCK <= V
+    cases = [(logp, scores, banned), (logp, scores, banned[:0]), (logp[:A], scores[:, :1], banned)]
+    for lp, sc, ban in cases:
+        got = search_module._candidates(lp, sc, n, ban)
+        assert full_sorts == ([] if blocks else [1])  # no tie across the cut: no full sort
+        same_finite(got, plain_candidates(lp, sc, n, ban))
+        full_sorts.clear()
+    tied = logp.clone()
+    tied[3] = tied[3, 5]  # a row of equal values
+    tied[7, 11:30] = tied[7].max()  # 19 tied best ones, across the cut at n
+    for row in (3, 7):  # one beam: the row's ties are the input's
+        lp = tied[row : row + 1]
+        got = search_module._candidates(lp, scores[:1, :1], n, banned)
+        assert full_sorts == [1]  # a tie across the cut: the full sort
+        same_finite(got, plain_candidates(lp, scores[:1, :1], n, banned))
+        full_sorts.clear()
+
+
+def test_candidates_tied_by_rounding_go_to_the_lower_index() -> None:
+    """log-probabilities 1e-16 apart are distinct, but added to a score of -1000 they round
+    to the same float64: the plain sort then picks the lower indices, here the smaller
+    log-probabilities, which a cut of each row to its own best would have dropped."""
+    V, n = 3000, 4
+    logp = torch.full((1, V), -50.0, dtype=torch.float64)
+    logp[0, 100:110] = -torch.arange(10, 0, -1, dtype=torch.float64) * 1e-16  # rising
+    scores = torch.tensor([[-1000.0]], dtype=torch.float64)
+    banned = torch.tensor([], dtype=torch.long)
+    want = plain_candidates(logp, scores, n, banned)
+    assert want[1].tolist() == [[100, 101, 102, 103]]
+    assert torch.topk(logp, n).indices.tolist() != [[100, 101, 102, 103]]  # can fail
+    same_finite(search_module._candidates(logp, scores, n, banned), want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_wide_vocabulary_search_equals_the_plain_selection(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dec = GRUDecoder(vocab=2000, hidden=16, seed=11, scale=3.0, eos=4.0).to(dtype)
+    init, starts = dec.initial(N_INPUTS).to(dtype), torch.arange(N_INPUTS) % 50 + 1
+    banned = [1, 7, 1999]
+    fast = beam_search(dec, init, starts, EOS, LIMITS, 5, 3, 0.6, banned)
+    monkeypatch.setattr(search_module, "_candidates", plain_candidates)
+    plain = beam_search(dec, init, starts, EOS, LIMITS, 5, 3, 0.6, banned)
+    assert fast == plain  # the same tokens, scores and normalised scores, bit for bit
+    assert any(h.tokens[-1] == EOS for hyps in fast for h in hyps)
+    assert any(h.tokens[-1] != EOS for hyps in fast for h in hyps)
+
+
+@pytest.mark.parametrize("attention", ["none", "general", "bahdanau"])
+def test_translator_select_keeps_one_copy_of_each_source(attention: str) -> None:
+    torch.manual_seed(0)
+    cfg = Seq2SeqConfig(src_vocab_size=20, tgt_vocab_size=15, hidden_size=8, embedding_size=6,
+                        attention=attention, bidirectional=attention != "none", dropout=0.0)  # fmt: skip
+    model = Seq2Seq(cfg).double().eval()
+    src = torch.randint(4, 20, (3, 5), generator=torch.Generator().manual_seed(1))
+    dec = TranslatorDecoder(model)
+    state = dec.select(model.encode(src, torch.tensor([5, 3, 2])), torch.tensor([0, 0, 1, 1, 2, 2]))
+    assert state.memory.shape[0] == 3 and state.context.shape[0] == 6
+    # beams reordered within each source: the sources are not copied
+    moved = dec.select(state, torch.tensor([1, 0, 2, 2, 5, 4]))
+    assert moved.memory is state.memory and moved.keys is state.keys
+    assert torch.equal(moved.context, state.context[[1, 0, 2, 2, 5, 4]])
+    # a source dropped: one copy of the rest (the keys are the memory itself for dot and
+    # general attention)
+    dropped = dec.select(state, torch.tensor([0, 1, 4, 5]))
+    assert torch.equal(dropped.memory, state.memory[[0, 2]])
+    assert torch.equal(dropped.keys, state.keys[[0, 2]])
+    assert torch.equal(dropped.mask, state.mask[[0, 2]])
+    assert (dropped.keys is dropped.memory) == (attention == "general")
+    # rows of one source apart (no search does it): one copy a row
+    apart = dec.select(state, torch.tensor([0, 2, 1]))
+    assert torch.equal(apart.memory, state.memory[[0, 1, 0]])
+    # a search through it is batch-invariant
+    lengths = torch.tensor([5, 3, 2])
+    start = torch.full((3,), cfg.bos_id)
+    together = beam_search(dec, model.encode(src, lengths), start, cfg.eos_id, 6, 4, 2)
+    for i in range(3):
+        alone = beam_search(
+            dec, model.encode(src[i : i + 1, : int(lengths[i])], lengths[i : i + 1]),
+            start[:1], cfg.eos_id, 6, 4, 2,
+        )  # fmt: skip
+        same(alone[0], together[i])

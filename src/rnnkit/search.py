@@ -283,18 +283,67 @@ def _top(scores: Tensor, n: int) -> tuple[Tensor, Tensor]:
     return vals.gather(1, by_val), idx.gather(1, by_val)
 
 
-def _settled(
-    found: list[tuple[Hypothesis, int]], K: int, live: Tensor, limit: int, alpha: float
-) -> bool:
-    """True when no live beam can enter the best K finished hypotheses any more: a
-    log-probability only falls as tokens are added, so a beam scoring s can end no better
-    than s / length_penalty(limit) (s <= 0). Stopping at K finished (fairseq) would miss a
-    better hypothesis that ends a few steps later, and beam search could lose to greedy."""
-    if len(found) < K:
-        return False
-    kth = sorted((h.normalized for h, _ in found), reverse=True)[K - 1]
-    best = float(live.max())
-    return best / length_penalty(limit, alpha) <= kth
+_BLOCK = 32  # ids per block in _candidates' two-stage selection
+
+
+def _candidates(logp: Tensor, beam_scores: Tensor, n: int, banned: Tensor) -> tuple[Tensor, Tensor]:
+    """The n best continuations of each input, ``_top(cand, n)`` of cand (A, k V) =
+    beam_scores[:, :, None] + logp.double() (A, k, V) with the banned ids at -inf, without
+    building cand (a float64 copy and sum of every row, and a topk over k V per input).
+
+    Two stages: each row's ids go in blocks of _BLOCK; a block's best sum is its beam's score
+    plus its largest allowed log-probability, and only the n + 1 blocks of each input with the
+    best such sums are opened and summed in float64. Exact: an entry of an unopened block sums
+    to at most its block's best sum (rounding is monotone), which is at most each opened
+    block's best sum, itself the sum of an opened entry; so n + 1 opened sums are at least as
+    good. When the n-th best opened sum beats the (n + 1)-th (or is -inf: no finite candidate
+    is left out), nothing unopened is among the n best. A tie there (equal log-probabilities,
+    or sums that round to the same float64) falls back to the full cand for that step, where
+    ties go to the lower index.
+    """
+    A, k = beam_scores.shape
+    R, V = logp.shape
+    c = _BLOCK
+    C = V // c
+    m = n + 1
+    if 4 * m <= C:  # enough blocks for the two stages to pay
+        blocks_n = C + (C * c < V)
+        # the banned ids and the ids past V (the short last block), as a (blocks, c) table
+        off = torch.zeros(blocks_n * c, dtype=torch.bool, device=logp.device)
+        off[V:] = True
+        off[banned] = True
+        off2 = off.view(blocks_n, c)
+        peaks = logp[:, : C * c].view(R, C, c).amax(2)
+        if blocks_n > C:
+            peaks = torch.cat([peaks, logp[:, C * c :].amax(1, keepdim=True)], 1)
+        if len(banned):  # the blocks holding a banned id: their largest allowed entry
+            hit = torch.unique(banned // c)
+            hit_cols = (hit[:, None] * c + torch.arange(c, device=logp.device)).view(-1)
+            sub = logp.index_select(1, hit_cols.clamp(max=V - 1))
+            sub.masked_fill_(off2.index_select(0, hit).view(1, -1), -math.inf)
+            peaks[:, hit] = sub.view(R, -1, c).amax(2)
+        best = beam_scores[:, :, None] + peaks.view(A, k, blocks_n).double()
+        opened = torch.topk(best.view(A, k * blocks_n), m, dim=1).indices  # (A, m)
+        beam, block = opened // blocks_n, opened % blocks_n
+        cols = (block[:, :, None] * c + torch.arange(c, device=logp.device)).view(A, m * c)
+        # candidate index k V + v of each opened entry (past V: masked below)
+        cand_idx = beam.repeat_interleave(c, 1) * V + cols.clamp(max=V - 1)
+        vals = logp.reshape(A, k * V).gather(1, cand_idx)
+        vals.masked_fill_(off2.index_select(0, block.view(-1)).view(A, m * c), -math.inf)
+        sums = beam_scores.gather(1, beam).repeat_interleave(c, 1) + vals.double()
+        top, pos = torch.topk(sums, m, dim=1)
+        cut, after = top[:, n - 1], top[:, n]
+        if bool(((cut > after) | (cut == -math.inf)).all()):
+            # in ascending candidate index, so that positions break ties
+            idx = cand_idx.gather(1, pos[:, :n])
+            top = top[:, :n]
+            by_idx = idx.argsort(dim=1)
+            top, idx = top.gather(1, by_idx), idx.gather(1, by_idx)
+            by_val = top.argsort(dim=1, descending=True, stable=True)
+            return top.gather(1, by_val), idx.gather(1, by_val)
+    cand = _ban(logp, banned).reshape(A, k, V).to(torch.float64, copy=True)
+    cand.add_(beam_scores[:, :, None])
+    return _top(cand.reshape(A, k * V), n)
 
 
 @torch.inference_mode()
@@ -315,6 +364,9 @@ def beam_search(
     expands beam 0 alone, so no two beams hold the same prefix and the hypotheses are
     distinct. A beam that has no candidate left (a tiny vocabulary) is dead: score -inf,
     never finished. Batch-invariant; see the module docstring.
+
+    Each step is tensor work over all running inputs at once; Python touches only the
+    hypotheses that finish (to record them) and the inputs that stop.
     """
     check_search(beam_size, n_best, alpha)
     K = beam_size
@@ -332,19 +384,25 @@ def beam_search(
     if len(alive) < n and alive:
         index = torch.tensor(alive, dtype=torch.long, device=device)
         state, prev = decoder.select(state, index), start[index]
+    # length penalties as Python computes them; a division by a tensor (not a Python
+    # number, which CUDA turns into a product by the reciprocal) gives the float s / lp
+    pen = [length_penalty(j, alpha) for j in range(max(limits, default=0) + 1)]
+    pen_t = torch.tensor(pen, dtype=torch.float64, device=device)
+    inputs = torch.tensor(alive, dtype=torch.long, device=device)  # row a's input id
+    limit = torch.tensor([limits[i] for i in alive], dtype=torch.long, device=device)
+    bound = torch.tensor([pen[limits[i]] for i in alive], dtype=torch.float64, device=device)
+    # each input's K best normalised finished scores so far (-inf: none yet)
+    found_top = torch.full((len(alive), K), float("-inf"), dtype=torch.float64, device=device)
     beam_scores = torch.zeros(len(alive), 1, dtype=torch.float64, device=device)
-    history = torch.zeros(len(alive), 1, 0, dtype=torch.long)  # (A, k, t) on the CPU
+    history = torch.zeros(len(alive), 1, 0, dtype=torch.long, device=device)  # (A, k, t)
     t = 0
     order = 0
-    while alive:
+    while alive:  # left at the break below, when no input runs any more
         t += 1
         A, k = beam_scores.shape
         logp, state = decoder.step(prev, state)
         V = logp.shape[-1]
-        logp = _ban(logp, banned_ids)
-        cand = (beam_scores[:, :, None] + logp.reshape(A, k, V).double()).reshape(A, k * V)
-        vals_d, idx_d = _top(cand, min(2 * K, k * V))
-        vals, idx = vals_d.cpu(), idx_d.cpu()
+        vals, idx = _candidates(logp, beam_scores, min(2 * K, k * V), banned_ids)
         src, tok = idx // V, idx % V
         valid = torch.isfinite(vals)
         is_eos = tok == eos
@@ -352,46 +410,56 @@ def beam_search(
         cont = is_eos.to(torch.int8).argsort(dim=1, stable=True)[:, :K]
         if cont.shape[1] < K:
             cont = torch.cat([cont, cont[:, :1].expand(A, K - cont.shape[1])], dim=1)
-            live = torch.zeros(A, K, dtype=torch.bool)
+            live = torch.zeros(A, K, dtype=torch.bool, device=device)
             live[:, : vals.shape[1]] = True
         else:
-            live = torch.ones(A, K, dtype=torch.bool)
+            live = torch.ones(A, K, dtype=torch.bool, device=device)
         live &= valid.gather(1, cont) & ~is_eos.gather(1, cont)
         cont_scores = vals.gather(1, cont).masked_fill(~live, float("-inf"))
         cont_src = src.gather(1, cont).masked_fill(~live, 0)
         cont_tok = tok.gather(1, cont).masked_fill(~live, 0)
-        # eos among the first K candidates: finished (in rank order)
+        # eos among the first K candidates: finished (in rank order), length t
         ended = (is_eos & valid)[:, :K]
-        keep: list[int] = []
-        for a, i in enumerate(alive):
-            for r in ended[a].nonzero().view(-1).tolist():
-                words = [*history[a, int(src[a, r])].tolist(), eos]
-                s = float(vals[a, r])
-                found[i].append(
-                    (Hypothesis(words, s, s / length_penalty(len(words), alpha)), order)
-                )
+        new = (vals[:, :K] / pen_t[t : t + 1]).masked_fill(~ended, float("-inf"))
+        found_top = torch.cat([found_top, new], 1).topk(K, dim=1).values
+        # done: no live beam, or none can enter the K best finished any more (a score only
+        # falls, so a beam scoring s ends no better than s / lp(max_len)); a beam search that
+        # stopped at K finished (fairseq) could return a worse sentence than greedy
+        best = cont_scores.amax(1)
+        done = ~live.any(1) | (best / bound <= found_top[:, K - 1])
+        cut = ~done & (limit <= t)  # at max_len: the live beams finish as they stand
+        keep = ~(done | cut)
+        n_ended, n_cut, n_keep = torch.stack([ended.sum(), cut.sum(), keep.sum()]).tolist()
+        if n_ended:
+            a, r = ended.nonzero(as_tuple=True)
+            s = src[a, r]
+            words = torch.cat([history[a, s], tok[a, r][:, None]], 1).tolist()
+            for i, w, sc in zip(inputs[a].tolist(), words, vals[a, r].tolist(), strict=True):
+                found[i].append((Hypothesis(w, sc, sc / pen[t]), order))
                 order += 1
-            if not bool(live[a].any()) or _settled(found[i], K, cont_scores[a], limits[i], alpha):
-                continue
-            if t >= limits[i]:  # cut at max_len: the live beams finish as they stand
-                for r in live[a].nonzero().view(-1).tolist():
-                    words = [*history[a, int(cont_src[a, r])].tolist(), int(cont_tok[a, r])]
-                    s = float(cont_scores[a, r])
-                    hyp = Hypothesis(words, s, s / length_penalty(len(words), alpha))
-                    found[i].append((hyp, order))
-                    order += 1
-                continue
-            keep.append(a)
-        if not keep:
+        if n_cut:
+            a, r = (cut[:, None] & live).nonzero(as_tuple=True)
+            s = cont_src[a, r]
+            words = torch.cat([history[a, s], cont_tok[a, r][:, None]], 1).tolist()
+            sc_cut = cont_scores[a, r].tolist()
+            for i, w, sc in zip(inputs[a].tolist(), words, sc_cut, strict=True):
+                found[i].append((Hypothesis(w, sc, sc / pen[t]), order))
+                order += 1
+        if not n_keep:
             break
-        kept = torch.tensor(keep, dtype=torch.long)
-        src_k, tok_k = cont_src[kept], cont_tok[kept]
-        history = torch.cat([history[kept[:, None], src_k], tok_k[:, :, None]], dim=2)  # (A', K, t)
-        rows = (kept[:, None] * k + src_k).view(-1).to(device)
+        if n_keep < A:
+            kept = keep.nonzero().squeeze(1)
+            cont_src, cont_tok, cont_scores = cont_src[kept], cont_tok[kept], cont_scores[kept]
+            history, inputs, limit = history[kept], inputs[kept], limit[kept]
+            bound, found_top = bound[kept], found_top[kept]
+            rows = (kept[:, None] * k + cont_src).view(-1)
+        else:
+            rows = (torch.arange(0, A * k, k, device=device)[:, None] + cont_src).view(-1)
+        history = torch.cat([history.gather(1, cont_src[:, :, None].expand(-1, -1, t - 1)),
+                             cont_tok[:, :, None]], dim=2)  # fmt: skip
         state = decoder.select(state, rows)
-        prev = tok_k.view(-1).to(device)
-        beam_scores = cont_scores[kept].to(device)
-        alive = [alive[a] for a in keep]
+        prev = cont_tok.reshape(-1)
+        beam_scores = cont_scores
     return [
         [h for h, _ in sorted(f, key=lambda x: (-x[0].normalized, x[1]))][:n_best] for f in found
     ]

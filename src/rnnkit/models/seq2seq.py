@@ -337,12 +337,20 @@ class TranslatorDecoder:
             pick = groups
         else:
             pick = source
+        A = state.memory.shape[0]
+        if pick.shape[0] == A and torch.equal(pick, torch.arange(A, device=pick.device)):
+            # every source stays, in order (a beam step that only reorders beams): no copy
+            memory, keys, mask = state.memory, state.keys, state.mask
+        else:
+            memory, mask = state.memory.index_select(0, pick), state.mask.index_select(0, pick)
+            # dot and general attention score against the memory itself: one copy of both
+            keys = memory if state.keys is state.memory else state.keys.index_select(0, pick)
         return DecoderState(
             hidden,
             None if state.feed is None else state.feed[index],
-            state.memory.index_select(0, pick),
-            state.keys.index_select(0, pick),
-            state.mask.index_select(0, pick),
+            memory,
+            keys,
+            mask,
             state.context[index],
         )
 
