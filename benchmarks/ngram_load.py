@@ -5,8 +5,10 @@ format, and the ``kenlm`` Python module, side by side in one run.
    ``gutenberg/train.txt`` (empty lines dropped), ARPA only; the test text is the first
    ``--test-words`` words of ``gutenberg/test.txt``. Big files go under ``--work`` (/tmp).
 2. ARPA reading in a fresh process each: the line-by-line reader (``read_arpa(fast=False)``,
-   rnnkit's reader before the bulk one) and the bulk reader (``read_arpa``); both models are
-   checked equal array for array.
+   rnnkit's reader before the bulk one) and the bulk reader (``read_arpa``), wall time and
+   the child's CPU time (user + system: what a shared machine's load does not inflate as
+   much), from before ``import rnnkit.ngram`` to the model; both models are checked equal
+   array for array.
 3. ``rnnkit ngram build-binary``: its wall time and the file's size.
 4. Load + score the test text, each in a fresh process, wall time from the process's start
    (Python, imports, loading, reading the text, scoring) and its peak RSS (the child's
@@ -55,15 +57,18 @@ def _hwm():
 READ_ARPA = (
     HWM
     + """
-import json, sys, time
-t0 = time.perf_counter()
+import json, resource, sys, time
+def _cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+t0, c0 = time.perf_counter(), _cpu()
 from rnnkit.ngram import read_arpa
 m = read_arpa(sys.argv[1], fast=sys.argv[2] == "fast")
-t1 = time.perf_counter()
+t1, c1 = time.perf_counter(), _cpu()
 if len(sys.argv) > 3:
     from rnnkit.ngram import write_binary
     write_binary(m, sys.argv[3])
-print(json.dumps({"read_s": t1 - t0, "counts": m.counts(), "hwm_mb": _hwm()}))
+print(json.dumps({"read_s": t1 - t0, "cpu_s": c1 - c0, "counts": m.counts(), "hwm_mb": _hwm()}))
 """
 )
 
@@ -189,9 +194,10 @@ def main() -> None:
     # compared in chunks: the parent must stay small (a child's ru_maxrss counts its peak)
     same = filecmp.cmp(work / "old.ngram", work / "new.ngram", shallow=False)
     print(
-        f"ARPA read: line by line {old['read_s']:.2f} s ({old['peak_mb']:.0f} MB), bulk "
-        f"{new['read_s']:.2f} s ({new['peak_mb']:.0f} MB): {old['read_s'] / new['read_s']:.1f}x"
-        f"; same model: {same}",
+        f"ARPA read: line by line {old['read_s']:.2f} s (CPU {old['cpu_s']:.2f} s, "
+        f"{old['peak_mb']:.0f} MB), bulk {new['read_s']:.2f} s (CPU {new['cpu_s']:.2f} s, "
+        f"{new['peak_mb']:.0f} MB): {old['read_s'] / new['read_s']:.1f}x "
+        f"(CPU {old['cpu_s'] / new['cpu_s']:.1f}x); same model: {same}",
         flush=True,
     )
     (work / "old.ngram").unlink()
@@ -262,6 +268,7 @@ def main() -> None:
             "arpa_read_line_by_line_s": old["read_s"],
             "arpa_read_bulk_s": new["read_s"],
             "arpa_read_speedup": old["read_s"] / new["read_s"],
+            "arpa_read_cpu_s": {"line_by_line": old["cpu_s"], "bulk": new["cpu_s"]},
             "arpa_read_peak_mb": {"line_by_line": old["peak_mb"], "bulk": new["peak_mb"]},
             "same_model": same,
             "build_binary_s": bb["wall_s"],

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from ngram_helpers import FALLBACK, GOLDEN, TINY
 
 from rnnkit.errors import DataError
-from rnnkit.ngram import NgramModel, read_arpa, train_kneser_ney, write_arpa
+from rnnkit.ngram import NgramModel, arpa_fast, read_arpa, train_kneser_ney, write_arpa
+from rnnkit.ngram import arpa as arpa_module
 
 
 def _same(a: NgramModel, b: NgramModel) -> None:
@@ -195,3 +196,155 @@ def test_missing_and_corrupt_files(tmp_path: Path) -> None:
     bad_gz.write_bytes(b"\x1f\x8b not gzip")
     with pytest.raises(DataError, match="gzip"):
         read_arpa(bad_gz)
+
+
+# ------------------------------------------------------------- the bulk reader, in detail
+def _bulk(path: Path) -> NgramModel:
+    """The bulk reader's model, failing if it handed the file to the line-by-line reader."""
+    model = arpa_fast.parse(path, path.read_bytes(), arpa_module)
+    assert model is not None, f"the bulk reader gave up on {path}"
+    return model  # type: ignore[no-any-return]
+
+
+def _number_tokens(rng: np.random.Generator, n: int) -> list[str]:
+    """Decimal tokens of every shape an ARPA file may hold, ``float()`` able to read each."""
+    digits = np.array(list("0123456789"))
+    out = []
+    for _ in range(n):
+        shape = rng.integers(6)
+        if shape == 0:  # the usual -D.DDDD, 1 to 14 decimals
+            out.append(f"-{rng.integers(10)}." + "".join(rng.choice(digits, rng.integers(1, 15))))
+        elif shape == 1:  # %.9g of any magnitude (exponents too)
+            out.append("%.9g" % (-rng.random() * 10.0 ** rng.integers(-12, 4)))
+        elif shape == 2:  # repr: 17 digits, exponents
+            out.append(repr(float(rng.standard_normal() * 10.0 ** rng.integers(-30, 30))))
+        else:  # [-]digits[.digits] with leading zeros, no integer part, no decimals
+            whole = "".join(rng.choice(digits, rng.integers(0, 10)))
+            frac = "".join(rng.choice(digits, rng.integers(0, 10)))
+            sign = "-" if rng.integers(2) else ""
+            out.append(sign + (whole + "." + frac if rng.integers(3) else whole or "7"))
+            if out[-1] in ("", "-", ".", "-."):
+                out[-1] += "5"
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bulk_number_parser_equals_float_bit_for_bit(seed: int) -> None:
+    tokens = _number_tokens(np.random.default_rng(seed), 20000)
+    tokens += ["0", "-0", "-0.0", ".5", "5.", "-.5", "-5.", "00012.500", "-99", "1e5", "inf"]
+    tokens += ["123456789012345", "1234567890123456", "-9.99999999999999", "-0.0000000001"]
+    tokens += ["-1.2345678901234", "-1.23456789012345", "4.9406564584124654e-324"]
+    buf = ("\t".join(tokens) + "\n").encode()  # the last numbers lie in the last 16 bytes
+    a = np.frombuffer(buf, dtype=np.uint8)
+    views = arpa_fast._Views(
+        a,
+        np.ndarray(shape=(len(buf) - 7,), dtype="<u8", buffer=buf, strides=(1,)),
+        np.ndarray(shape=(len(buf) - 15,), dtype=np.complex128, buffer=buf, strides=(1,)),
+    )
+    ends = np.flatnonzero(a <= 32)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    expected = np.array(tokens, dtype=np.float64)  # what the line-by-line reader does
+    for parse in (arpa_fast._floats, arpa_fast._floats_any):
+        got = parse(views, starts, ends)
+        np.testing.assert_array_equal(got.view(np.uint64), expected.view(np.uint64))
+
+
+@pytest.mark.parametrize("bad", ["1.2.3", "--1", "1-2", "0x10", "nan", "-", ".", "1e", "1_0"])
+def test_bulk_number_parser_leaves_odd_tokens_to_the_line_reader(tmp_path: Path, bad: str) -> None:
+    text = GOLDEN.read_text(encoding="utf-8").replace("-1.12973332\tthe", f"{bad}\tthe", 1)
+    path = tmp_path / "bad.arpa"
+    path.write_text(text, encoding="utf-8")
+    assert arpa_fast.parse(path, path.read_bytes(), arpa_module) is None
+    if bad == "1_0":  # float() reads it (10.0): so does the line reader
+        model = read_arpa(path)
+        assert model.log10_prob[0][model.vocab.index("the")] == 10.0
+        return
+    with pytest.raises(DataError, match=f"^{path}:10: the log10 probability"):
+        read_arpa(path)
+
+
+def _shuffled_sections(text: str, seed: int) -> str:
+    """The ARPA text with the lines of each section above the 1-grams (whose order is the
+    vocabulary's) in a random order: other writers' order is not ours."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for part in text.split("\n\n"):
+        lines = part.split("\n")
+        if lines[0].endswith("-grams:") and lines[0] != "\\1-grams:":
+            body = lines[1:]
+            lines = [lines[0]] + [body[i] for i in rng.permutation(len(body))]
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+@pytest.mark.parametrize("order", [2, 4])
+def test_bulk_reader_sorts_unsorted_sections(tmp_path: Path, order: int) -> None:
+    model = train_kneser_ney(TINY, order, discount_fallback=FALLBACK)
+    write_arpa(model, tmp_path / "m.arpa")
+    path = tmp_path / "shuffled.arpa"
+    path.write_text(_shuffled_sections((tmp_path / "m.arpa").read_text("utf-8"), order), "utf-8")
+    _same(_bulk(path), model)
+    _same(_bulk(path), read_arpa(path, fast=False))
+
+
+def test_bulk_reader_names_a_duplicate_in_an_unsorted_section(tmp_path: Path) -> None:
+    text = _shuffled_sections(GOLDEN.read_text(encoding="utf-8"), 0)
+    lines = text.split("\n")
+    first = next(i for i, ln in enumerate(lines) if ln.count(" ") == 1 and "\t" in ln)
+    lines[first] = "-0.5\t" + lines[first + 1].split("\t")[1] + "\t-0.1"  # the next bigram again
+    path = tmp_path / "dup.arpa"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    with pytest.raises(DataError, match=f"^{path}:{first + 2}: this 2-gram appears twice"):
+        read_arpa(path)
+
+
+def test_bulk_reader_adds_blank_prefixes_of_a_pruned_model(tmp_path: Path) -> None:
+    # drop every trigram prefix "X Y" of some trigram: the bulk reader retries keeping ids
+    model = train_kneser_ney(TINY, 3, discount_fallback=FALLBACK)
+    write_arpa(model, tmp_path / "m.arpa")
+    lines = (tmp_path / "m.arpa").read_text(encoding="utf-8").split("\n")
+    pruned = {" ".join(ln.split("\t")[1].split()[:2]) for ln in lines if ln.count(" ") == 2}
+    gone = sorted(pruned)[:3]
+    kept = [ln for ln in lines if not (ln.count("\t") == 2 and ln.split("\t")[1] in gone)]
+    n2 = next(i for i, ln in enumerate(kept) if ln.startswith("ngram 2="))
+    kept[n2] = f"ngram 2={len(model.keys[1]) - len(gone)}"
+    path = tmp_path / "pruned.arpa"
+    path.write_text("\n".join(kept), encoding="utf-8")
+    fast = _bulk(path)
+    _same(fast, read_arpa(path, fast=False))
+    assert fast.counts() == [len(model.vocab), len(model.keys[1]) - len(gone), len(model.keys[2])]
+    assert np.isnan(fast.log10_prob[1]).sum() == len(gone)
+
+
+@pytest.mark.parametrize("block", [64, 200, 4096])
+@pytest.mark.parametrize("variant", ["plain", "crlf", "missing_backoffs", "exponents"])
+def test_bulk_reader_in_small_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int, variant: str
+) -> None:
+    """Every block boundary (a block is cut after a line break) gives the same model."""
+    text = GOLDEN.read_text(encoding="utf-8")
+    if variant == "crlf":
+        text = text.replace("\n", "\r\n")
+    elif variant == "missing_backoffs":
+        text = "\n".join(
+            ln.rsplit("\t", 1)[0] if ln.count("\t") == 2 and i % 3 == 0 else ln
+            for i, ln in enumerate(text.split("\n"))
+        )
+    elif variant == "exponents":
+        text = text.replace("\t-0.", "\t-0.0e0", 5).replace("-1.", "-10e-1", 5)
+    path = tmp_path / "v.arpa"
+    path.write_bytes(text.encode("utf-8"))
+    expected = read_arpa(path, fast=False)
+    monkeypatch.setattr(arpa_fast, "_BLOCK", block)
+    _same(_bulk(path), expected)
+
+
+def test_bulk_hash_table_keeps_every_bit_pattern() -> None:
+    # the table is gathered 16 bytes at a time as complex128: NaN patterns must pass unchanged
+    hashes = np.array(
+        [0x7FF0000000000001, 0xFFF0000000000001, 0x7FF8000000000000, 5, 2**64 - 1], np.uint64
+    )
+    index = arpa_fast._HashIndex(hashes, np.arange(5) + 10)
+    np.testing.assert_array_equal(index.get(hashes), np.arange(5) + 10)
+    with pytest.raises(arpa_fast._Unusual):
+        index.get(np.array([6], dtype=np.uint64))
