@@ -29,6 +29,8 @@ For the Elman RNN at hidden 100, 200 and 650 and the LSTM 2x650 (no dropout), on
     python benchmarks/throughput.py --models elman200 --threads 1
     python benchmarks/throughput.py --memory-100m          # adds the 100M-token corpus
     python benchmarks/throughput.py --quick                # seconds: hidden 100, tiny counts
+    python benchmarks/throughput.py --models elman650 --outputs full,full-unfused --threads 1
+        # the fused full-softmax loss against the unfused one, in shared rounds
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,9 @@ MODELS = {  # name: (cell, hidden, layers)
     "lstm650x2": ("lstm", 650, 2),
 }
 OUTPUTS = ("full", "class", "adaptive")
+# extra --outputs choices: the full softmax through its old path, F.linear + F.cross_entropy
+# with the whole (positions x V) logits, beside the fused, chunked loss ("full")
+UNFUSED = "full-unfused"
 PRECISIONS = ("fp32", "bf16")
 PLAIN_BATCH, BPTT, LR, CLIP = 20, 35, 1e-3, 0.25
 
@@ -135,6 +141,10 @@ def round_ratios(kit: list[float], base: list[float]) -> float:
     return median([a / b for a, b in zip(kit, base)])
 
 
+def tokens(trainer: Trainer) -> int:
+    return trainer.tokens
+
+
 def kit_step(trainer: Trainer) -> None:
     """One real rnnkit training step, with the epoch wrap that Trainer.fit does."""
     if trainer.window >= trainer.windows:
@@ -175,12 +185,16 @@ class Data:
 def kit_model(data: Data, cell: str, hidden: int, layers: int, output: str) -> Any:
     torch.manual_seed(0)
     bounds = data.bounds if output == "class" else None
-    return make_model(
+    model = make_model(
         ModelConfig(
-            vocab_size=data.V, cell=cell, hidden_size=hidden, num_layers=layers, output=output,
-            class_bounds=bounds,
+            vocab_size=data.V, cell=cell, hidden_size=hidden, num_layers=layers,
+            output="full" if output == UNFUSED else output, class_bounds=bounds,
         )
     )  # fmt: skip
+    if output == UNFUSED:
+        head: Any = model.head
+        head.fused_rows = None
+    return model
 
 
 def training(
@@ -196,10 +210,15 @@ def training(
     plain_all: list[float] = []
     rows: list[dict] = []
     batches = sorted({PLAIN_BATCH, args.batch_size})
+    # the full softmax fused and unfused share their rounds: their ratio is measured directly
+    pair = [o for o in args.outputs if o in ("full", UNFUSED)]
+    groups = [[o] for o in args.outputs if o not in pair or len(pair) == 1]
+    if len(pair) == 2:
+        groups.insert(args.outputs.index(pair[0]), pair)
     with tempfile.TemporaryDirectory(prefix="rnnkit-throughput-") as tmp:
-        for output in args.outputs:
+        for outputs in groups:
             for precision in args.precisions:
-                rows += train_group(data, cell, hidden, layers, output, precision, args, peaks,
+                rows += train_group(data, cell, hidden, layers, outputs, precision, args, peaks,
                                     batches, plain_chunk, plain_all, Path(tmp))  # fmt: skip
     tps = median(plain_all)
     rows.insert(
@@ -218,7 +237,7 @@ def train_group(
     cell: str,
     hidden: int,
     layers: int,
-    output: str,
+    outputs: list[str],
     precision: str,
     args: argparse.Namespace,
     peaks: dict,
@@ -227,36 +246,44 @@ def train_group(
     plain_all: list[float],
     tmp: Path,
 ) -> list[dict]:
-    """rnnkit at each batch size, in rounds interleaved with plain (its results join plain_all)."""
+    """rnnkit with each output layer at each batch size, in rounds interleaved with plain (its
+    results join plain_all); with full and full-unfused, the fused layer's speed-up over the
+    unfused one, the median of the rounds' ratios."""
     fns: dict[str, Callable[[], float]] = {"plain": plain_chunk}
-    macs = 0.0
-    for b in batches:
-        model = kit_model(data, cell, hidden, layers, output)
-        macs = forward_macs(model, data.freq)
-        cfg = TrainConfig(
-            batch_size=b, bptt=BPTT, optimizer="adam", lr=LR, clip=CLIP, precision=precision,
-            epochs=10**6,
-        )  # fmt: skip
-        task = LanguageModelTask.stream(data.train, data.valid, b, BPTT, level="word")
-        tr = Trainer(
-            model, task, cfg, tmp / f"{output}-{precision}-{b}", torch.device("cpu"),
-            progress=False,
-        )  # fmt: skip
-        n = calibrate(lambda tr=tr: kit_step(tr), args.seconds, args.warmup)
-        fns[str(b)] = lambda tr=tr, n=n: timed_chunk(lambda: kit_step(tr), n, lambda: tr.tokens)
+    macs: dict[str, float] = {}
+    for output in outputs:
+        for b in batches:
+            model = kit_model(data, cell, hidden, layers, output)
+            macs[output] = forward_macs(model, data.freq)
+            cfg = TrainConfig(
+                batch_size=b, bptt=BPTT, optimizer="adam", lr=LR, clip=CLIP,
+                precision=precision, epochs=10**6,
+            )  # fmt: skip
+            task = LanguageModelTask.stream(data.train, data.valid, b, BPTT, level="word")
+            tr = Trainer(
+                model, task, cfg, tmp / f"{output}-{precision}-{b}", torch.device("cpu"),
+                progress=False,
+            )  # fmt: skip
+            n = calibrate(partial(kit_step, tr), args.seconds, args.warmup)
+            fns[f"{output}/{b}"] = partial(
+                timed_chunk, partial(kit_step, tr), n, partial(tokens, tr)
+            )
     got = interleave(fns, args.rounds)
     plain_all += got["plain"]
     rows = []
-    for b in batches:
-        tps = median(got[str(b)])
-        rows.append(
-            {
+    for output in outputs:
+        for b in batches:
+            key = f"{output}/{b}"
+            tps = median(got[key])
+            row = {
                 "impl": "rnnkit", "output": output, "precision": precision, "batch": b,
-                "tokens_per_s": tps, "x_plain": round_ratios(got[str(b)], got["plain"]),
-                "gflops": gflops(tps, macs, 3), "peak_gflops": peaks[precision],
-                "rounds": got[str(b)],
-            }
-        )  # fmt: skip
+                "tokens_per_s": tps, "x_plain": round_ratios(got[key], got["plain"]),
+                "gflops": gflops(tps, macs[output], 3), "peak_gflops": peaks[precision],
+                "rounds": got[key],
+            }  # fmt: skip
+            if output == "full" and f"{UNFUSED}/{b}" in got:
+                row["x_unfused"] = round_ratios(got[key], got[f"{UNFUSED}/{b}"])
+            rows.append(row)
     print_rows(rows, hidden, cell, layers)
     return rows
 
@@ -388,7 +415,7 @@ def memory(ptb: Path, cell: str, hidden: int, layers: int, args: argparse.Namesp
     )  # fmt: skip
     rows.append({"impl": "plain", "output": "full", "batch": PLAIN_BATCH, **p})
     with tempfile.TemporaryDirectory(prefix="rnnkit-mem-") as tmp:
-        for o in args.outputs:
+        for o in (o for o in args.outputs if o != UNFUSED):  # the CLI has no unfused layer
             cmd = rnnkit_train_cmd(
                 ptb / "ptb.train.txt", ptb / "ptb.valid.txt", Path(tmp) / o, args.memory_steps,
                 args.threads, cell=cell, hidden_size=hidden, num_layers=layers, output=o,
@@ -463,15 +490,16 @@ def label(cell: str, hidden: int, layers: int) -> str:
 def print_rows(rows: list[dict], hidden: int, cell: str, layers: int) -> None:
     for r in rows:
         print(
-            f"{label(cell, hidden, layers):<13} {r['impl']:<7} {r['output']:<9} {r['precision']:<5} "
+            f"{label(cell, hidden, layers):<13} {r['impl']:<7} {r['output']:<12} {r['precision']:<5} "
             f"{r['batch']:>5} {r['tokens_per_s']:>11,.0f} {r['x_plain']:>8.2f} "
-            f"{r['gflops']:>8.1f} {100 * r['gflops'] / r['peak_gflops']:>6.1f}%",
+            f"{r['gflops']:>8.1f} {100 * r['gflops'] / r['peak_gflops']:>6.1f}%"
+            + (f"  x{r['x_unfused']:.2f} unfused" if "x_unfused" in r else ""),
             flush=True,
         )
 
 
 TRAIN_HEADER = (
-    f"{'model':<13} {'impl':<7} {'output':<9} {'prec':<5} {'batch':>5} {'tokens/s':>11} "
+    f"{'model':<13} {'impl':<7} {'output':<12} {'prec':<5} {'batch':>5} {'tokens/s':>11} "
     f"{'x plain':>8} {'GFLOP/s':>8} {'%peak':>7}"
 )
 
@@ -482,13 +510,13 @@ def print_inference(out: dict, hidden: int, cell: str, layers: int, peak: float)
         "evaluation for evaluation and scoring, its sampling loop for generation)"
     )
     print(
-        f"{'':<11} {'impl':<7} {'output':<9} {'tokens/s':>11} {'x plain':>8} {'GFLOP/s':>8} "
+        f"{'':<11} {'impl':<7} {'output':<12} {'tokens/s':>11} {'x plain':>8} {'GFLOP/s':>8} "
         f"{'%peak':>7}"
     )
     for what, rows in out.items():
         for r in rows:
             print(
-                f"{what:<11} {r['impl']:<7} {r['output']:<9} {r['tokens_per_s']:>11,.0f} "
+                f"{what:<11} {r['impl']:<7} {r['output']:<12} {r['tokens_per_s']:>11,.0f} "
                 f"{r['x_plain']:>8.2f} {r['gflops']:>8.1f} {100 * r['gflops'] / peak:>6.1f}%"
             )
     print(flush=True)
@@ -502,7 +530,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS)
     )
-    parser.add_argument("--outputs", default=",".join(OUTPUTS), help="rnnkit's output layers")
+    parser.add_argument(
+        "--outputs",
+        default=",".join(OUTPUTS),
+        help=f"rnnkit's output layers ({', '.join(OUTPUTS)}, and {UNFUSED}: the full softmax "
+        "with its whole logits, unfused, for comparison)",
+    )
     parser.add_argument("--precisions", default=",".join(PRECISIONS), help="fp32, bf16")
     parser.add_argument(
         "--batch-size", type=int, default=64, help="rnnkit's batch (also run at 20)"

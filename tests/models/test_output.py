@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 import rnnkit
 from rnnkit.errors import ConfigError
@@ -194,3 +195,178 @@ def test_two_step_class_sampling_draws_the_exact_distribution() -> None:
         want /= want.sum()
         assert (freq - want).abs().max() < 0.01  # 5 standard errors at p = 0.25
         assert all(freq[b] == 0 for b in banned)
+
+
+# -- the full softmax's fused, chunked loss ----------------------------------------------------
+
+
+def full_pair(dtype: torch.dtype, rows: int | None) -> tuple[FullSoftmax, FullSoftmax]:
+    """The same full softmax twice: fused ``rows`` positions at a time, and unfused."""
+    torch.manual_seed(3)
+    fused = FullSoftmax(H, V).to(dtype)
+    for p in fused.parameters():
+        p.data.normal_(0, 1.0)
+    plain = FullSoftmax(H, V).to(dtype)
+    plain.load_state_dict(fused.state_dict())
+    fused.fused_rows, plain.fused_rows = rows, None
+    return fused, plain
+
+
+def loss_and_grads(
+    head: FullSoftmax, h: Tensor, t: Tensor, ignore_index: int = -100
+) -> tuple[Tensor, ...]:
+    h = h.detach().requires_grad_(True)
+    head.zero_grad(set_to_none=True)
+    loss = head.loss(h, t, ignore_index=ignore_index)
+    loss.backward()
+    grads = (h.grad, head.linear.weight.grad, head.linear.bias.grad)
+    assert all(g is not None for g in grads)
+    return (loss.detach(), *grads)  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("rows", [1, 7, 8, 40, 1024])  # 7 does not divide 40, 8 does
+@pytest.mark.parametrize("ignore_index", [-100, 0])  # -100: torch's; 0: the LM's PAD id
+@pytest.mark.parametrize(
+    ("dtype", "tol"), [(torch.float64, 1e-10), (torch.float32, 2e-6)], ids=["fp64", "fp32"]
+)
+def test_fused_full_softmax_equals_the_unfused_layer(
+    rows: int, ignore_index: int, dtype: torch.dtype, tol: float
+) -> None:
+    """Loss, dh, dW and db of the fused loss equal F.linear + F.cross_entropy's, with skipped
+    positions, for block sizes that do and do not divide the 40 positions."""
+    fused, plain = full_pair(dtype, rows)
+    h = torch.randn(5, 8, H, dtype=dtype) * 2
+    t = torch.randint(1, V, (5, 8))
+    t[0, :3] = ignore_index
+    t[3, 5] = ignore_index
+    got, want = loss_and_grads(fused, h, t, ignore_index), loss_and_grads(plain, h, t, ignore_index)
+    assert got[1].shape == h.shape and got[0].dtype == dtype
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    # the skipped positions do count: without them the loss differs
+    assert abs(fused.loss(h, t.clamp_min(1)).item() - got[0].item()) > 1e-3
+
+
+def test_fused_full_softmax_gradcheck() -> None:
+    """Finite differences of the fused loss in h, W and b (a skipped position, blocks of 3)."""
+    from rnnkit.models.output import fused_linear_cross_entropy
+
+    torch.manual_seed(4)
+    h = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(11, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(11, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([3, -100, 0, 10, 7, 7, 1])
+    for eps in (0.0, 0.2):
+        assert torch.autograd.gradcheck(
+            lambda h, w, b, eps=eps: fused_linear_cross_entropy(
+                h, w, b, t, label_smoothing=eps, chunk_rows=3
+            ),
+            (h, w, b),
+        )
+
+
+def test_fused_label_smoothing_equals_torch() -> None:
+    from rnnkit.models.output import fused_linear_cross_entropy
+
+    torch.manual_seed(5)
+    h = torch.randn(30, H, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(V, H, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(V, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, V, (30,))
+    t[::4] = -100
+    fused = fused_linear_cross_entropy(h, w, b, t, label_smoothing=0.1, chunk_rows=8)
+    plain = torch.nn.functional.cross_entropy(
+        torch.nn.functional.linear(h, w, b), t, label_smoothing=0.1
+    )
+    torch.testing.assert_close(fused, plain, rtol=1e-10, atol=1e-10)
+    for a, c in zip(
+        torch.autograd.grad(fused, (h, w, b)), torch.autograd.grad(plain, (h, w, b)), strict=True
+    ):
+        torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("rows", [16, 1024])  # several blocks (dW summed in fp32), one block
+def test_fused_full_softmax_under_bf16_autocast(rows: int) -> None:
+    """Under bf16 autocast the fused loss runs its products in bf16, as the unfused layer's
+    F.linear does: loss and gradients float32, as close to the fp32 values as the unfused
+    layer's, and within bf16 rounding of the unfused layer's."""
+    fused, plain = full_pair(torch.float32, rows)
+    h = torch.randn(4, 30, H)
+    t = torch.randint(0, V, (4, 30))
+    t[1, :5] = -100
+    exact = loss_and_grads(plain, h, t)
+    with torch.autocast("cpu", torch.bfloat16):
+        got, want = loss_and_grads(fused, h, t), loss_and_grads(plain, h, t)
+    for a, b, x in zip(got, want, exact, strict=True):
+        assert a.dtype == torch.float32
+        scale = x.abs().max().item()
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2 * scale)
+        assert (a - x).abs().max() <= 1.5 * (b - x).abs().max() + 1e-6 * scale
+    assert (got[2] - exact[2]).abs().max() > 0  # it did run in bf16
+
+
+def test_fused_full_softmax_never_holds_the_whole_logits() -> None:
+    """No tensor made while computing the fused loss and its gradients is as big as the
+    (positions x V) logits; the unfused layer makes several."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for x in out if isinstance(out, tuple | list) else (out,):
+                if isinstance(x, torch.Tensor):
+                    self.numel = max(self.numel, x.numel())
+            return out
+
+    N = 200
+    seen = {}
+    for rows in (32, None):
+        fused, _ = full_pair(torch.float32, rows)
+        h = torch.randn(N, H, requires_grad=True)
+        t = torch.randint(0, V, (N,))
+        with Largest() as mode:
+            fused.loss(h, t).backward()
+        seen[rows] = mode.numel
+    assert seen[32] == 29 * V  # 7 equal blocks of 29 rows (at most 32)
+    assert seen[None] == N * V
+
+
+def test_fused_full_softmax_without_gradients_and_with_every_position_skipped() -> None:
+    fused, plain = full_pair(torch.float64, 8)
+    h = torch.randn(20, H, dtype=torch.float64)
+    t = torch.randint(0, V, (20,))
+    with torch.no_grad():  # evaluation: the loss alone
+        loss = fused.loss(h, t)
+    assert not loss.requires_grad
+    torch.testing.assert_close(loss, plain.loss(h, t), rtol=1e-12, atol=1e-12)
+    # every target skipped, or no position at all: nan loss and zero gradients, as
+    # F.cross_entropy
+    for hh, tt in ((h, torch.full((20,), -100)), (h[:0], t[:0])):
+        got, want = loss_and_grads(fused, hh, tt), loss_and_grads(plain, hh, tt)
+        assert got[0].isnan() and want[0].isnan()
+        for a, b in zip(got[1:], want[1:], strict=True):
+            torch.testing.assert_close(a, b)
+            assert not a.any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_loss_of_a_target_far_below_the_best_word(dtype: torch.dtype) -> None:
+    """A target whose probability underflows (logit 150 or 900 below the best) still has its
+    exact loss, not inf."""
+    from rnnkit.models.output import fused_linear_cross_entropy
+
+    gap = 150.0 if dtype == torch.float32 else 900.0
+    h = torch.eye(4, 3, dtype=dtype, requires_grad=True)
+    w = torch.zeros(6, 3, dtype=dtype)
+    w[0, :] = gap  # word 0 far ahead of every other
+    b = torch.zeros(6, dtype=dtype)
+    t = torch.tensor([5, 0, 2, 3])
+    fused = fused_linear_cross_entropy(h, w, b, t, chunk_rows=3)
+    plain = torch.nn.functional.cross_entropy(torch.nn.functional.linear(h, w, b), t)
+    assert fused.isfinite() and fused > gap / 4
+    torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(torch.autograd.grad(fused, h)[0], torch.autograd.grad(plain, h)[0])

@@ -93,6 +93,165 @@ class OutputLayer(nn.Module):
         return -self.log_prob(flat_h, flat_t).mean()
 
 
+# -- the full softmax's loss, fused and chunked -------------------------------------------------
+
+# Positions per block of the fused loss (at most; blocks are equal). A block's logits stay
+# in the last-level cache while they are reduced and turned into their gradient (1,024 x
+# 10k floats: 40 MB, L3 here 260 MB), its products run near the GEMM peak, and under bf16
+# there are few partial dW sums to add. 512 and 2,240 measured no better (docs/speed.md).
+FUSED_ROWS = 1024
+
+
+class _FusedLinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of softmax(h W^T + b), a block of positions at a time.
+
+    For each block of rows: z = h W^T + b in the compute dtype (bf16 under autocast, as
+    F.linear would), then in float32 (float64 for float64 inputs, as F.cross_entropy takes
+    bf16 logits) its softmax p, the loss -log p(target) (from the log-sum-exp where p
+    underflows), and when gradients are wanted, in the same pass, dL/dz = (p - (1 - e)
+    onehot(t) - e / V) / n (e: label smoothing, n: positions kept), from which the block's
+    rows of dh and its share of dW and db follow. The full (positions x V) logits never exist
+    at once: the next block reuses a block's buffers, and the softmax runs row by row in
+    cache. Backward only scales the saved gradients by the incoming scalar, so training runs
+    three products per block, as the unfused layer does, and a few passes over each block.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        h: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        targets: Tensor,
+        ignore_index: int,
+        label_smoothing: float,
+        chunk_rows: int,
+        dtype: torch.dtype,
+        needs_grad: bool,
+    ) -> Tensor:
+        N, V = h.shape[0], weight.shape[0]
+        dev = h.device
+        acc = torch.promote_types(dtype, torch.float32)
+        eps = float(label_smoothing)
+        keep = targets != ignore_index
+        count = keep.sum()
+        # per-row weight of the mean; rows all ignored give zero gradients, as F.cross_entropy
+        row_w = (keep.to(acc) / count.clamp_min(1).to(acc)).unsqueeze(1)
+        safe_t = torch.where(keep, targets, 0).unsqueeze(1)
+        # equal blocks: N = 2,240 in blocks of 1,024 is 3 x 747, not 1,024 + 1,024 + 192
+        rows = -(-N // -(-N // chunk_rows)) if N else 1
+        with torch.autocast(dev.type, enabled=False):
+            hd, w = h.detach().to(dtype), weight.detach().to(dtype)
+            b = None if bias is None else bias.detach().to(dtype)
+            # one set of block buffers for every block: allocating 10s of MB a block costs
+            # page faults each time
+            z_buf = torch.empty(rows, V, dtype=dtype, device=dev)
+            f_buf = z_buf if dtype == acc else torch.empty(rows, V, dtype=acc, device=dev)
+            p_buf = torch.empty(rows, V, dtype=acc, device=dev)
+            total = torch.zeros((), dtype=acc, device=dev)
+            grad_h = grad_w = grad_b = dw_buf = None
+            if needs_grad:
+                grad_h = torch.empty(h.shape, dtype=h.dtype, device=dev)
+                # the first block sets grad_w (no zero fill); no block: zero
+                grad_w = (torch.empty if N else torch.zeros)(weight.shape, dtype=acc, device=dev)
+                grad_b = torch.zeros(V, dtype=acc, device=dev)
+                if dtype != acc:
+                    dw_buf = torch.empty(weight.shape, dtype=dtype, device=dev)
+            # below this a target's probability has lost precision (float32: ~1e-35)
+            tiny = torch.finfo(acc).tiny * 2.0**10
+            for i in range(0, N, rows):
+                j = min(N, i + rows)
+                hc, tc, wc, kc = hd[i:j], safe_t[i:j], row_w[i:j], keep[i:j]
+                z, f, p = z_buf[: j - i], f_buf[: j - i], p_buf[: j - i]
+                if b is not None:
+                    torch.addmm(b, hc, w.t(), out=z)
+                else:
+                    torch.mm(hc, w.t(), out=z)
+                if f is not z:
+                    f.copy_(z)  # bf16 logits to float32, as F.cross_entropy takes them
+                # softmax in one row-wise pass (it stays in cache); -log p(target) is the loss
+                torch.softmax(f, 1, out=p)
+                pt = p.gather(1, tc).squeeze(1)
+                row = pt.log().neg_()
+                low = pt < tiny
+                if bool(low.any()):  # underflow: the log-sum-exp of those rows instead
+                    lse = torch.logsumexp(f[low], 1)
+                    row[low] = lse - f[low].gather(1, tc[low]).squeeze(1)
+                if eps > 0:  # smoothing: minus the mean log-probability, z.mean - lse
+                    lse = f.gather(1, tc).squeeze(1) + row
+                    row.mul_(1 - eps).sub_(f.mean(1) - lse, alpha=eps)
+                total += row.mul_(kc).sum()
+                if not needs_grad:
+                    continue
+                assert grad_h is not None and grad_w is not None and grad_b is not None
+                # dL/dz: softmax minus the (smoothed) one-hot target, / n; same-dtype passes
+                # (a mixed-dtype multiply is 10x slower here), cast last into z's buffer
+                g = p.scatter_add_(1, tc, torch.full_like(tc, eps - 1, dtype=acc))
+                if eps > 0:
+                    g.sub_(eps / V)
+                g.mul_(wc)
+                grad_b += g.sum(0)
+                gz = g if dtype == acc else z.copy_(g)
+                if grad_h.dtype == dtype:
+                    torch.mm(gz, w, out=grad_h[i:j])
+                else:
+                    grad_h[i:j] = gz @ w
+                if dtype == acc:  # the product accumulates in place
+                    torch.addmm(grad_w, gz.t(), hc, beta=0 if i == 0 else 1, out=grad_w)
+                else:  # bf16 block products (one: rounded once, as F.linear's), summed in fp32
+                    assert dw_buf is not None
+                    part = torch.mm(gz.t(), hc, out=dw_buf)
+                    if i == 0:
+                        grad_w.copy_(part)
+                    else:
+                        grad_w.add_(part)
+        ctx.grads = (grad_h, grad_w.to(weight.dtype) if grad_w is not None else None)
+        ctx.grad_b = None if grad_b is None or bias is None else grad_b.to(bias.dtype)
+        return total / count.to(acc)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        grad_h, grad_w = ctx.grads
+        grad_b = ctx.grad_b
+        if grad_h is None:
+            raise RuntimeError("the fused loss was computed without gradients")
+        # the usual case, loss.backward(): a 1.0 that need not cost a pass over dW
+        if not (grad_out.device.type == "cpu" and float(grad_out) == 1.0):
+            grad_h, grad_w = grad_h * grad_out.to(grad_h.dtype), grad_w * grad_out.to(grad_w.dtype)
+            grad_b = None if grad_b is None else grad_b * grad_out.to(grad_b.dtype)
+        return grad_h, grad_w, grad_b, None, None, None, None, None, None
+
+
+def fused_linear_cross_entropy(
+    h: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    targets: Tensor,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    chunk_rows: int = FUSED_ROWS,
+) -> Tensor:
+    """``F.cross_entropy(F.linear(h, weight, bias), targets, ...)`` (mean over the positions
+    whose target is not ``ignore_index``), ``chunk_rows`` positions at a time, without the
+    whole (N, V) logits: see :class:`_FusedLinearCrossEntropy`. ``h`` is (N, H), ``weight``
+    (V, H), ``targets`` (N,). Under autocast the products run in its dtype, as F.linear's.
+    """
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be at least 1")
+    device = h.device.type
+    dtype = torch.promote_types(h.dtype, weight.dtype)
+    if torch.is_autocast_enabled(device) and dtype != torch.float64:
+        dtype = torch.get_autocast_dtype(device)  # autocast leaves float64 alone
+    needs_grad = torch.is_grad_enabled() and (
+        h.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    )
+    out: Tensor = _FusedLinearCrossEntropy.apply(
+        h, weight, bias, targets, ignore_index, label_smoothing, chunk_rows, dtype, needs_grad
+    )
+    return out
+
+
 class FullSoftmax(OutputLayer):
     """y_t = softmax(W_ya a_t + b_y).
 
@@ -100,6 +259,9 @@ class FullSoftmax(OutputLayer):
     """
 
     block_rows = 512
+    # :meth:`loss` goes through :func:`fused_linear_cross_entropy` this many positions at a
+    # time (None: the plain linear + cross-entropy, kept for comparison).
+    fused_rows: int | None = FUSED_ROWS
 
     def __init__(self, hidden_size: int, vocab_size: int) -> None:
         super().__init__()
@@ -123,6 +285,15 @@ class FullSoftmax(OutputLayer):
         return -flat.view(targets.shape)
 
     def loss(self, h: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
+        if self.fused_rows is not None:
+            return fused_linear_cross_entropy(
+                h.reshape(-1, h.shape[-1]),
+                self.linear.weight,
+                self.linear.bias,
+                targets.reshape(-1),
+                ignore_index=ignore_index,
+                chunk_rows=self.fused_rows,
+            )
         logits = self.linear(h)
         return F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]),
@@ -428,5 +599,6 @@ __all__ = [
     "default_classes",
     "default_cutoffs",
     "frequency_classes",
+    "fused_linear_cross_entropy",
     "make_head",
 ]
