@@ -96,6 +96,12 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=500, help="sentences per label")
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--top-p", type=float, default=0.9)
+    ap.add_argument(
+        "--guidance", type=float, nargs="*", default=[0.5],
+        help="also sample at --top-p with these --guidance values (the label contrasted with "
+        "the other one; 0.5 is Sanchez et al.'s gamma 1.5)",
+    )  # fmt: skip
+    ap.add_argument("--no-plain", action="store_true", help="only the guided settings")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="a smoke test of the recipe")
@@ -163,10 +169,12 @@ def main() -> None:
     real_lengths = [len(s.split()) for s in
                     (work / "heldout.txt").read_text(encoding="utf-8").splitlines()]  # fmt: skip
 
-    settings = {
-        f"temperature {args.temperature}": {"temperature": args.temperature},
-        f"top-p {args.top_p}": {"top_p": args.top_p},
-    }
+    settings: dict[str, dict[str, float]] = {}
+    if not args.no_plain:
+        settings[f"temperature {args.temperature}"] = {"temperature": args.temperature}
+        settings[f"top-p {args.top_p}"] = {"top_p": args.top_p}
+    for g in args.guidance:
+        settings[f"top-p {args.top_p} guidance {g}"] = {"top_p": args.top_p, "guidance": g}
     record["sampling"] = {}
     for name, kw in settings.items():
         start = time.perf_counter()

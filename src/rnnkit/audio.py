@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from rnnkit.errors import ConfigError, DataError, did_you_mean
+from rnnkit.text.reading import check_readable, input_error, input_path
 
 KINDS = ("mfcc", "logmel")
 SPLITS = ("fsdd",)
@@ -67,7 +68,7 @@ def read_wav(path: str | os.PathLike[str], sample_rate: int, resample: bool = Tr
     A file at another rate is resampled (``resample=True``) or refused (DataError).
     """
     soundfile, librosa = _libraries()
-    p = Path(path)
+    p = check_readable(path, "audio")  # a missing file, a folder, a symbolic link loop
     if not p.is_file():
         raise DataError(f"audio file {str(p)!r} does not exist or is not a file.")
     try:
@@ -203,6 +204,7 @@ def list_folder(
 ) -> list[tuple[Path, str]]:
     """(path, label) of every ``*.wav`` in ``folder``, sorted by name; labels from names."""
     d = Path(folder)
+    input_path(d, "audio folder")  # a symbolic link loop is one sentence too
     if not d.is_dir():
         raise DataError(f"audio folder {str(d)!r} does not exist or is not a folder.")
     try:
@@ -227,7 +229,7 @@ def read_manifest(path: str | os.PathLike[str]) -> list[tuple[Path, str]]:
     except UnicodeDecodeError as exc:
         raise DataError(f"manifest {str(p)!r} is not valid UTF-8; convert it first.") from exc
     except OSError as exc:
-        raise DataError(f"cannot read manifest {str(p)!r}: {exc.strerror}.") from exc
+        raise input_error(p, "manifest", exc) from exc
     out = []
     for n, line in enumerate(text.split("\n"), 1):
         line = line.removesuffix("\r")

@@ -208,3 +208,27 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--cell", "transformer"]) == 2
     assert "invalid choice" in capsys.readouterr().err
     assert main(["frobnicate"]) == 2
+
+
+def test_sigterm_before_training_begins_exits_143_with_nothing_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler's SIGTERM while the corpus is read unwinds like Ctrl-C: exit 143, a note,
+    no run folder; the process's own SIGTERM handler is back afterwards."""
+    import os
+    import signal
+
+    import rnnkit.api
+
+    def read_and_get_terminated(*args: object, **kw: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the start-up")
+
+    monkeypatch.setattr(rnnkit.api, "train", read_and_get_terminated)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b c\n", encoding="utf-8")
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, err = run_main(["train", corpus, "--out", tmp_path / "run"], capsys)
+    assert code == 143 and err.strip() == "rnnkit: terminated (SIGTERM)"
+    assert not (tmp_path / "run").exists()
+    assert signal.getsignal(signal.SIGTERM) is before

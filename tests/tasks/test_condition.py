@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 import rnnkit
 from helpers import assert_one_sentence, run_main
 from rnnkit.api import condition
-from rnnkit.models.conditional import ConditionalConfig, ConditionalGenerator
+from rnnkit.models.conditional import ConditionalConfig, ConditionalGenerator, GuidedDecoder
 from rnnkit.tasks.condition import ConditionTask
 
 SENTENCES = {"pos": "what a wonderful and moving film", "neg": "a dull and tedious mess"}
@@ -77,6 +77,39 @@ def test_decoder_steps_match_the_training_pass(cell: str, kind: str, cond: str) 
     assert picked.h.shape == (2, 2, 8) and torch.equal(picked.h[0], state.h[2])
 
 
+def test_guidance_contrasts_the_label_with_the_mean_of_the_others() -> None:
+    """Each guided step is log_softmax((1+g) log P(.|label) - g mean_other log P(.|other)),
+    computed from teacher-forced passes; selecting rows keeps each row's contrast rows."""
+    torch.manual_seed(0)
+    config = ConditionalConfig(vocab_size=11, num_labels=3, hidden_size=8, num_layers=2,
+                               cell="gru", embedding_size=6, condition_size=4)  # fmt: skip
+    model = ConditionalGenerator(config).eval()
+    labels = torch.tensor([0, 2, 1])
+    tokens = torch.randint(0, 11, (3, 6))
+    per_label = [torch.log_softmax(model.logits(torch.full((3,), j), tokens), -1) for j in range(3)]
+    own = torch.stack([per_label[int(lab)][i] for i, lab in enumerate(labels)])
+    others = torch.stack(
+        [
+            torch.stack([per_label[j][i] for j in range(3) if j != int(lab)]).mean(0)
+            for i, lab in enumerate(labels)
+        ]
+    )
+    g = 1.5
+    expected = torch.log_softmax((1 + g) * own - g * others, -1)
+    decoder = GuidedDecoder(model, g)
+    state = decoder.initial_state(labels)
+    for t in range(6):
+        logp, state = decoder.step(tokens[:, t], state)
+        torch.testing.assert_close(logp, expected[:, t], rtol=1e-5, atol=1e-5)
+    picked = decoder.select(state, torch.tensor([2, 0]))
+    again, _ = decoder.step(torch.tensor([4, 4]), picked)
+    whole, _ = decoder.step(torch.tensor([4, 4, 4]), state)
+    torch.testing.assert_close(again, whole[[2, 0]])
+    plain = GuidedDecoder(model, 0.0)
+    logp, _ = plain.step(tokens[:, 0], plain.initial_state(labels))
+    torch.testing.assert_close(logp, own[:, 0], rtol=1e-5, atol=1e-5)
+
+
 def test_padding_does_not_change_a_target_and_init_needs_the_condition() -> None:
     torch.manual_seed(0)
     model = ConditionalGenerator(ConditionalConfig(vocab_size=9, num_labels=2, hidden_size=8,
@@ -101,6 +134,11 @@ def test_the_generator_learns_a_sentence_per_label(label_run: Path) -> None:
     a = condition.generate(label_run, "pos", num_samples=5, seed=3, temperature=0.7)
     assert a == condition.generate(label_run, "pos", num_samples=5, seed=3, temperature=0.7)
     assert len(a) == 5
+    guided = condition.generate_hypotheses(label_run, "neg", beam=3, n_best=2, guidance=1.0)
+    assert guided[0][0][0] == SENTENCES["neg"] and guided[0][0][1] > guided[0][1][1]
+    sampled = condition.generate(label_run, "pos", num_samples=8, seed=2, guidance=1.0)
+    for text in sampled:  # the label's own words; none that only the other label uses
+        assert "wonderful" in text.split() and not {"dull", "tedious", "mess"} & set(text.split())
 
 
 @pytest.mark.parametrize(("cond", "cell"), [("init", "gru"), ("input", "rnn"), ("both", "lstm")])
@@ -244,6 +282,11 @@ def test_generation_errors_are_one_sentence(
     code, _, err = run_main(["condition", "generate", label_run, "--vectors", "x.npy"], capsys)
     assert code == 2
     assert_one_sentence(err, "labels")
+    for bad in ("-1", "nan"):
+        code, _, err = run_main(["condition", "generate", label_run, "--label", "pos",
+                                 "--guidance", bad], capsys)  # fmt: skip
+        assert code == 2
+        assert_one_sentence(err, "--guidance", bad)
     after = {p.name: p.read_bytes() for p in label_run.iterdir() if p.is_file()}
     assert after == before
 

@@ -200,8 +200,8 @@ def test_tag_bad_input_is_one_sentence(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_runs_written_before_tasks_load_and_resume(tmp_path: Path) -> None:
     """tests/data/run_v0_1_0 was written by rnnkit 0.1.0 before tasks existed (no "task" in
-    config.json): it loads as a language model, and resumed it ends exactly where a run of
-    today's rnnkit with the same settings ends."""
+    config.json): it loads as a language model, and resumed it ends where a run of today's
+    rnnkit with the same settings ends (to float rounding: see below)."""
     import json
     import shutil
 
@@ -222,8 +222,10 @@ def test_runs_written_before_tasks_load_and_resume(tmp_path: Path) -> None:
     model = {k: config["model"][k] for k in ("cell", "hidden_size")}
     rnnkit.train(corpus, tmp_path / "new", progress=False, **settings, **model)
     a, b = (load_file(str(p / "last.safetensors")) for p in (run, tmp_path / "new"))
+    # 0.1.0 trained its first steps with the unfused softmax loss, whose sums run in another
+    # order than today's fused one: float rounding apart, the same weights
     for k in a:
-        assert torch.equal(a[k], b[k]), k
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7, msg=k)
 
 
 def test_word_dropout_is_drawn_from_the_seed_and_spares_padding(tmp_path: Path) -> None:

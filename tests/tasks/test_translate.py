@@ -259,6 +259,47 @@ def test_cli_train_eval_translate(data: dict[str, Path], tmp_path: Path, capsys)
     lines = out.splitlines()
     assert code == 0 and len(lines) == 4 and lines[0].startswith("0 ||| ")
     assert float(lines[0].split(" ||| ")[2]) >= float(lines[1].split(" ||| ")[2])
+    code, _, err = run_main(["translate", "translate", run, src, "--replace-unk"], capsys)
+    assert code == 2 and "--replace-unk needs a translator with attention" in err
+    assert_one_sentence(err)
+
+
+def test_unknown_words_are_replaced_by_the_source_words_they_attend_to(tmp_path: Path) -> None:
+    """Names seen once each (so <unk> on both sides) are copied through by --replace-unk."""
+    rng = random.Random(5)
+
+    def name() -> str:
+        return "".join(rng.choice("bcdfgklmnprstvz") for _ in range(6))
+
+    files = {}
+    for split, n in (("train", 600), ("valid", 30)):
+        src, tgt = [], []
+        for _ in range(n):
+            words = [rng.choice(WORDS) for _ in range(rng.randint(2, 4))]
+            words.insert(rng.randint(0, len(words)), name())
+            src.append(" ".join(words))
+            tgt.append(" ".join(ENGLISH.get(w, w) for w in reversed(words)))
+        for side, lines in (("de", src), ("en", tgt)):
+            files[f"{split}.{side}"] = tmp_path / f"{split}.{side}"
+            files[f"{split}.{side}"].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run = train_run(files, tmp_path / "run", attention="general", bidirectional=True, epochs=6,
+                    lr=1e-2, batch_size=16)  # fmt: skip
+    sources = files["valid.de"].read_text(encoding="utf-8").splitlines()
+    references = files["valid.en"].read_text(encoding="utf-8").splitlines()
+    plain = [h[0][0] for h in translate.translate(run, sources, device="cpu")]
+    copied = [h[0][0] for h in translate.translate(run, sources, device="cpu", replace_unk=True)]
+    assert sum("<unk>" in line for line in plain) >= 25
+    assert not any("<unk>" in line for line in copied)
+    names = [next(w for w in line.split() if w not in ENGLISH) for line in sources]
+    assert sum(n in c.split() for n, c in zip(names, copied)) >= 27  # 90% of the names
+    assert sum(c == r for c, r in zip(copied, references)) >= 18
+    # every other word is the plain translation's: only the <unk>s changed
+    for p, c in zip(plain, copied):
+        assert len(p.split()) == len(c.split())
+        assert all(a == b for a, b in zip(p.split(), c.split()) if a != "<unk>")
+    figures = translate.evaluate(run, files["valid.de"], files["valid.en"], device="cpu",
+                                 replace_unk=True)  # fmt: skip
+    assert figures["translations"] == copied and figures["bleu"] > 80
 
 
 def test_bad_input_is_one_sentence(data: dict[str, Path], tmp_path: Path, capsys) -> None:
@@ -293,6 +334,7 @@ def test_bad_input_is_one_sentence(data: dict[str, Path], tmp_path: Path, capsys
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
     vocab = json.loads((run / "tgt_vocab.json").read_text(encoding="utf-8"))
     vocab["tokens"] = [t for t in vocab["tokens"] if t != "</s>"]
+    del vocab["tokens_sha256"]  # as a vocabulary written by hand: its checksum would say so
     (run / "tgt_vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     code, _, err = run_main(["translate", "translate", run, data["valid.de"]], capsys)
     assert code == 2

@@ -380,7 +380,8 @@ def test_max_time_stops_every_rank_at_the_same_step(tiny_corpus: Path, tmp_path:
     from rnnkit.training.metrics import read_metrics
 
     records = read_metrics(out / "metrics.jsonl")
-    assert records[-1]["kind"] == "final" and records[-1]["step"] > 1
+    # a stop on a step that validates anyway (one in 4 here) ends with that validation
+    assert records[-1]["kind"] in ("final", "valid") and records[-1]["step"] > 1
 
 
 def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(

@@ -8,10 +8,13 @@ the caller's ``log`` function.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
+import stat
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from rnnkit import distributed
 from rnnkit.api.runs import (
     Log,
     RunLock,
+    allocate,
     check_budget,
     field_names,
     resolve_device,
@@ -47,15 +51,27 @@ from rnnkit.evaluation.interpolation import (
 )
 from rnnkit.evaluation.interpolation import tune_lambda as tune_lambda_weight
 from rnnkit.evaluation.rescoring import rescore_nbest as rescore
-from rnnkit.evaluation.sentences import ScoreResult, markers, score_lines, sentence_log_probs
-from rnnkit.evaluation.stream import dynamic_log_probs, stream_log_probs
+from rnnkit.evaluation.sentences import (
+    LineScore,
+    ScoreResult,
+    ScoreTotals,
+    Sum,
+    iter_line_scores,
+    markers,
+    score_lines,
+    sentence_log_probs,
+)
+from rnnkit.evaluation.stream import dynamic_log_probs, stream_log_probs, to_tensor
 from rnnkit.generation import check_generation, continue_context
 from rnnkit.models import LanguageModel, ModelConfig, make_model
 from rnnkit.models.output import default_classes, frequency_classes
+from rnnkit.models.rnnlm import cat_states, select_state
+from rnnkit.ngram.model import SentenceScores
 from rnnkit.tasks.lm import LanguageModelTask
 from rnnkit.text import BUILTIN_CORPORA, Vocab, decode, encode_file, encode_text
-from rnnkit.text.corpus import iter_lines
+from rnnkit.text.corpus import IdFile, encode_file_to_disk, iter_lines
 from rnnkit.text.dataset import DataConfig, PreparedData, bincount, prepare_data
+from rnnkit.text.reading import check_readable, input_path
 from rnnkit.text.sentences import Sentences
 from rnnkit.training.checkpoint import (
     STATE,
@@ -158,9 +174,9 @@ def train(
         raise ConfigError("--out RUN is required: the folder where the run is saved.")
     data_kw.setdefault("corpus", "shakespeare")
     if data_kw["corpus"] not in BUILTIN_CORPORA:
-        data_kw["corpus"] = str(Path(data_kw["corpus"]).resolve())
+        data_kw["corpus"] = input_path(data_kw["corpus"], "corpus")
     if data_kw.get("valid") is not None:
-        data_kw["valid"] = str(Path(data_kw["valid"]).resolve())
+        data_kw["valid"] = input_path(data_kw["valid"], "validation")
     data_cfg = from_dict(DataConfig, data_kw, "data")
     train_cfg = from_dict(TrainConfig, train_kw, "training")
     out_path = Path(out)
@@ -194,9 +210,9 @@ def train(
         _clear_out(out_path)
         return locked
 
-    lock = distributed.on_main(lock_and_clear)
     torch.manual_seed(train_cfg.seed)
-    model = make_model(model_cfg)
+    model = allocate(lambda: make_model(model_cfg))  # too large: fails before the folder is made
+    lock = distributed.on_main(lock_and_clear)
     config = {
         "rnnkit_version": __version__,
         "task": LanguageModelTask.name,
@@ -263,7 +279,7 @@ def _resume(
     distributed.setup(dev)
     lock = distributed.on_main(lambda: RunLock(run))
     if "corpus" in data_kw and data_kw["corpus"] not in BUILTIN_CORPORA:
-        data_kw["corpus"] = str(Path(data_kw["corpus"]).resolve())
+        data_kw["corpus"] = input_path(data_kw["corpus"], "corpus")
     _check_resume_flags(config, {"model": model_kw, "data": data_kw, "training": train_kw})
     vocab = Vocab.load(run / VOCAB)
     data_cfg = from_dict(DataConfig, dict(config["data"]), "data")
@@ -342,6 +358,7 @@ def evaluate(
     tune_lambda: str | os.PathLike[str] | None = None,
     dynamic: float | None = None,
     weights: str = "best",
+    progress: bool | None = None,
 ) -> EvalResult:
     """Cross-entropy of ``file`` under the run's best model (or under an ARPA file).
 
@@ -356,6 +373,13 @@ def evaluate(
     tokens scored before the SGD step on it; see
     :func:`~rnnkit.evaluation.stream.dynamic_log_probs`), and the ``tune_lambda`` text is
     read the same way, from the saved weights again.
+
+    Memory: without ``ngram`` and ``dynamic``, the model and O(``batch_size`` x ``bptt``)
+    (stream mode: the text's ids wait in a temporary file, 4 bytes a token on disk, and are
+    read a window at a time; sentence mode: a block of lines at a time, see
+    :func:`~rnnkit.evaluation.sentences.iter_line_scores`), whatever the text's size or
+    line lengths. ``ngram`` and ``dynamic`` keep every token's log-probability (8 bytes
+    each). ``progress``: a tqdm bar on stderr (None: only when stderr is a terminal).
     """
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, not {batch_size}.")
@@ -370,7 +394,11 @@ def evaluate(
             str(file), "word", scores.num_tokens, scores.num_oov, -scores.total_log10 * math.log(10)
         )
     check_interpolation_flags(ngram, lam, tune_lambda)
+    if bptt < 1:
+        raise ConfigError(f"--bptt must be at least 1, not {bptt}.")
     loaded = _as_run(run, device, weights)
+    if ngram is None and dynamic is None:
+        return _evaluate_streaming(loaded, file, batch_size, bptt, progress)
     logp, unknown = _token_log_probs(loaded, file, batch_size, bptt, dynamic)
     if ngram is None:
         return EvalResult(str(file), loaded.vocab.level, len(logp), unknown, -float(logp.sum()))
@@ -445,6 +473,136 @@ def _token_log_probs(
     ), enc.unknown
 
 
+def _bar(total: float | None, unit: str, desc: str, progress: bool | None) -> Any:
+    """A tqdm bar on stderr: shown when ``progress``, or (None) when stderr is a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        unit=unit,
+        unit_scale=True,
+        desc=desc,
+        file=sys.stderr,
+        disable=None if progress is None else not progress,
+        dynamic_ncols=True,
+        leave=False,
+    )
+
+
+def _input_bytes(file: str | os.PathLike[str]) -> int | None:
+    """The size of a regular file in bytes (for a progress bar), None for a pipe."""
+    try:
+        st = os.stat(file)
+    except (OSError, ValueError):
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _evaluate_streaming(
+    loaded: LoadedRun,
+    file: str | os.PathLike[str],
+    batch_size: int,
+    bptt: int,
+    progress: bool | None,
+) -> EvalResult:
+    """:func:`evaluate` without ``ngram`` or ``dynamic``, in O(batch x window) memory."""
+    vocab = loaded.vocab
+    dev = next(loaded.model.parameters()).device
+    if loaded.mode == "sentence" and vocab.level == "word":
+        totals = ScoreTotals(str(file))
+        with _bar(_input_bytes(file), "B", "evaluating", progress) as bar:
+            lines = iter_lines(file, "evaluation")
+            for _ in iter_line_scores(
+                loaded.model, vocab, lines, totals, batch_size=max(batch_size, 64),
+                device=dev, on_scored=bar.update,
+            ):  # fmt: skip
+                pass
+        if totals.num_sentences == 0:
+            raise DataError(f"evaluation file {str(file)!r} is empty: give one sentence a line.")
+        return EvalResult(str(file), "word", totals.num_tokens, totals.unknown, totals.nats.value)
+    first = vocab.eos_id if vocab.level == "word" else None  # </s>: context for line 1
+    with _bar(_input_bytes(file), "B", "reading", progress) as bar:
+        ids, unknown = encode_file_to_disk(file, vocab, "evaluation", first, bar.update)
+    with ids:
+        if len(ids) < 2:
+            raise DataError(f"evaluation file {str(file)!r} is empty or too short to score.")
+        unit = _unit(vocab.level)
+        with _bar(len(ids) - 1, unit, "evaluating", progress) as bar:
+            nats = stream_nats(loaded.model, ids, batch_size, bptt, dev, on_scored=bar.update)
+    return EvalResult(str(file), vocab.level, len(ids) - 1, unknown, nats)
+
+
+#: Up to this many predictions, a stream's log-probabilities are summed as one array, as
+#: :func:`~rnnkit.evaluation.stream.stream_log_probs` gives them (the figures are those of
+#: rnnkit 0.1 to the last bit); beyond it, window by window with compensation (O(1)).
+EXACT_SUM_LIMIT = 1 << 22
+
+
+@torch.inference_mode()
+def stream_nats(
+    model: LanguageModel,
+    ids: IdFile,
+    batch_size: int = 16,
+    bptt: int = 256,
+    device: torch.device | str = "cpu",
+    warmup: int = 512,
+    on_scored: Callable[[int], object] | None = None,
+) -> float:
+    """The total negative log-likelihood (nats) of the stream ``ids`` as
+    :func:`~rnnkit.evaluation.stream.stream_log_probs` scores it (the same rows, warm-up
+    states and windows), reading ``batch_size`` x ``bptt`` ids at a time from the file."""
+    was_training = model.training
+    model.eval()
+    N = len(ids)
+    length = (N - 1) // batch_size
+    rows = batch_size if length >= 1 else 0  # row b: ids[b * length : (b + 1) * length + 1]
+    end = rows * length
+    keep = np.zeros(max(N - 1, 0), dtype=np.float64) if N - 1 <= EXACT_SUM_LIMIT else None
+    total = Sum()
+    # (first id of each row, row width, where its predictions go in text order)
+    parts = [([b * length for b in range(rows)], length + 1), ([end], N - end)]
+    try:
+        for starts, width in parts:
+            if not starts or width < 2:
+                continue
+            state = _warm_state_from(model, ids, starts, warmup, device)
+            for i in range(0, width - 1, bptt):
+                stop = min(i + bptt, width - 1)
+                block = np.stack([ids.read(s + i, s + stop + 1) for s in starts])
+                x, y = block[:, :-1], block[:, 1:]
+                logp, state = model.log_prob(to_tensor(x, device), to_tensor(y, device), state)
+                lp = logp.double().cpu().numpy()
+                if keep is not None:
+                    for r, s in enumerate(starts):
+                        keep[s + i : s + stop] = lp[r]
+                else:
+                    total.add(float(lp.sum()))
+                if on_scored is not None:
+                    on_scored(lp.size)
+    finally:
+        model.train(was_training)
+    return -float(keep.sum()) if keep is not None else -total.value
+
+
+def _warm_state_from(
+    model: LanguageModel,
+    ids: IdFile,
+    starts: list[int],
+    warmup: int,
+    device: torch.device | str,
+) -> Any:
+    """:func:`~rnnkit.evaluation.stream._warm_state`, the ids read from the file."""
+    burn = min([warmup, *starts[1:]] if len(starts) > 1 else [warmup, starts[0]])
+    if burn < 1 or all(s == 0 for s in starts):
+        return None
+    warm = np.stack([ids.read(max(s - burn, 0), max(s - burn, 0) + burn) for s in starts])
+    _, state = model.features(to_tensor(warm, device))  # the state only: no output layer
+    if starts[0] == 0:  # the very first row reads from the start of the text: a_0 = 0
+        zero = model.init_state(1, torch.device(device))
+        return cat_states([zero, select_state(state, slice(1, None))])
+    return state
+
+
 def _aligned_ngram_log10(model: Any, file: str | os.PathLike[str], expected: int) -> np.ndarray:
     """The n-gram's per-token log10 probabilities of ``file``, checked against the RNN's count."""
     scores = model.score_sentences(_lines(file, "evaluation"))
@@ -478,6 +636,9 @@ def score(
     batches of ``batch_size``; the result does not depend on it. ``run`` may be an ARPA file.
     ``ngram``, ``lam`` and ``tune_lambda`` interpolate a run with an n-gram model word by
     word, as in :func:`evaluate` (the OOV flags are the run's).
+
+    The result holds every token's score and every line's words (about 100 bytes a token);
+    :func:`score_stream` gives the same scores a line at a time, in bounded memory.
     """
     if (file is None) == (sentences is None):
         raise ConfigError("give the text to score once: a FILE or a list of sentences.")
@@ -518,6 +679,131 @@ def score(
     mixed = interpolate_log10(result.scores.token_log10, ng.token_log10, lam)
     result.scores = dataclasses.replace(result.scores, token_log10=mixed)
     return result
+
+
+class ScoreStream:
+    """The lines of a text scored one by one (:func:`score_stream`): iterate it once for a
+    :class:`~rnnkit.evaluation.sentences.LineScore` per line, in text order; ``totals``
+    (:class:`~rnnkit.evaluation.sentences.ScoreTotals`) is complete when the iteration is."""
+
+    def __init__(self, scores: Iterator[LineScore], totals: ScoreTotals) -> None:
+        self._scores = scores
+        self.totals = totals
+
+    def __iter__(self) -> Iterator[LineScore]:
+        return self._scores
+
+
+def score_stream(
+    run: str | os.PathLike[str] | LoadedRun,
+    file: str | os.PathLike[str] | None = None,
+    *,
+    sentences: Iterable[str] | None = None,
+    per_token: bool = False,
+    batch_size: int = 64,
+    device: str | None = "auto",
+    ngram: str | os.PathLike[str] | None = None,
+    lam: float | None = None,
+    tune_lambda: str | os.PathLike[str] | None = None,
+    weights: str = "best",
+    progress: bool | None = None,
+) -> ScoreStream:
+    """:func:`score` for texts of any size: the same scores, one line at a time.
+
+    Memory: the model, one block of lines (~2 MB of text) and its batches; a line longer
+    than 1 MB is read a window at a time and its score accumulated as it goes (its text is
+    kept, to be printed), unless ``per_token`` output or an ``ngram`` needs its every token.
+    The ``tune_lambda`` text is held whole, as :func:`score` holds it. ``progress``: a tqdm
+    bar on stderr (None: only when stderr is a terminal). The flags are checked, and the
+    run loaded, before this returns.
+    """
+    if (file is None) == (sentences is None):
+        raise ConfigError("give the text to score once: a FILE or a list of sentences.")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, not {batch_size}.")
+    name = str(file) if file is not None else "<sentences>"
+    if file is not None:
+        check_readable(file, "text to score")
+    lines: Iterable[str] = (
+        iter_lines(file, "text to score") if file is not None else (sentences or [])
+    )
+    if not isinstance(run, LoadedRun) and _is_arpa(run):  # n-gram scores hold every token
+        result = score(run, sentences=list(lines), ngram=ngram, lam=lam, tune_lambda=tune_lambda)
+        result.file = name
+        return _stream_of(result, per_token)
+    check_interpolation_flags(ngram, lam, tune_lambda)
+    loaded = _as_run(run, device, weights)
+    vocab = loaded.vocab
+    if vocab.level != "word" or vocab.eos_id is None:
+        raise RunError(
+            f"run {str(loaded.path)!r} is a character-level model, but score gives sentence "
+            "probabilities over words; train one with --level word (rnnkit eval gives bits per "
+            "character)."
+        )
+    dev = next(loaded.model.parameters()).device
+    mix = None
+    if ngram is not None:
+        model = _arpa(ngram)
+        if tune_lambda is not None:
+            valid_lines = _lines(tune_lambda, "--tune-lambda")
+            rnn = score_lines(loaded.model, vocab, valid_lines, batch_size=batch_size, device=dev)
+            lam, _ = tune_lambda_weight(
+                rnn.scores.token_log10,
+                _aligned_scores(model, valid_lines, rnn, tune_lambda).token_log10,
+            )
+        weight = check_lambda(DEFAULT_LAMBDA if lam is None else lam)
+
+        def mix(block: list[str], scores: SentenceScores) -> SentenceScores:
+            ng = model.score_sentences(block)
+            if not np.array_equal(ng.offsets, scores.offsets):
+                raise DataError(
+                    f"the run and the n-gram model cut {name!r} into different tokens; "
+                    "interpolation needs the same whitespace tokenisation."
+                )
+            mixed = interpolate_log10(scores.token_log10, ng.token_log10, weight)
+            return dataclasses.replace(scores, token_log10=mixed)
+
+    totals = ScoreTotals(name)
+    lines = _not_empty(lines, name)
+
+    def scores() -> Iterator[LineScore]:
+        size = _input_bytes(file) if file is not None else None
+        with _bar(size, "B", "scoring", progress) as bar:
+            yield from iter_line_scores(
+                loaded.model, vocab, lines, totals, batch_size=batch_size, device=dev,
+                per_token=per_token, mix=mix, on_scored=bar.update,
+            )  # fmt: skip
+
+    return ScoreStream(scores(), totals)
+
+
+def _not_empty(lines: Iterable[str], name: str) -> Iterator[str]:
+    """The lines, or a DataError now when there are none."""
+    it = iter(lines)
+    for first in it:
+        return itertools.chain([first], it)
+    raise DataError(f"text to score {name!r} is empty; give one sentence a line.")
+
+
+def _stream_of(result: ScoreResult, per_token: bool) -> ScoreStream:
+    """A ScoreResult (every token held) served as a ScoreStream."""
+    sc = result.scores
+    totals = ScoreTotals(result.file, sc.num_sentences, sc.num_tokens, sc.num_oov)
+    totals.log10.add(sc.total_log10)
+    totals.known_log10.add(float(sc.token_log10[~sc.oov].sum()))
+    totals.nats.add(-sc.total_log10 * math.log(10))
+
+    off = sc.offsets
+
+    def scores() -> Iterator[LineScore]:
+        for s, rec in enumerate(result.records()):
+            a, b = int(off[s]), int(off[s + 1])
+            yield LineScore(
+                rec["text"], rec["log10_prob"], rec["tokens"], rec["oovs"],
+                *((result.tokens[s], sc.token_log10[a:b], sc.oov[a:b]) if per_token else ()),
+            )  # fmt: skip
+
+    return ScoreStream(scores(), totals)
 
 
 def _aligned_scores(
@@ -695,5 +981,6 @@ __all__ = [
     "plot",
     "rescore",
     "score",
+    "score_stream",
     "train",
 ]

@@ -25,6 +25,7 @@ import torch
 
 from rnnkit.api.runs import (
     Log,
+    allocate,
     check_budget,
     check_resume_settings,
     check_same_file,
@@ -41,6 +42,7 @@ from rnnkit.errors import ConfigError, DataError, RunError
 from rnnkit.models.classifier import ClassifierConfig, SequenceClassifier
 from rnnkit.tasks.classify import ClassifyTask, fraction_split
 from rnnkit.text.labeled import read_labeled, stratified_folds
+from rnnkit.text.reading import input_path
 from rnnkit.training.checkpoint import LoadedRun, load_run
 from rnnkit.training.config import TrainConfig, from_dict
 from rnnkit.training.trainer import TrainResult
@@ -153,10 +155,10 @@ def _absolute(data: dict[str, Any]) -> dict[str, Any]:
     out = dict(data)
     for key in ("audio", "manifest", "init_from"):
         if out.get(key) is not None:
-            out[key] = str(Path(out[key]).resolve())
+            out[key] = input_path(out[key], key)
     for key in ("files", "valid"):
         if out.get(key) is not None:
-            out[key] = [str(Path(p).resolve()) for p in out[key]]
+            out[key] = [input_path(p, "labeled text") for p in out[key]]
     return out
 
 
@@ -224,7 +226,7 @@ def _train_one(
     budget: dict[str, Any],
 ) -> TrainResult:
     task = prepare_task(data, train_cfg)  # bad input fails here, before anything is written
-    task.build_model(model_kw)  # a bad model flag fails here too
+    allocate(lambda: task.build_model(model_kw))  # a bad model flag, or one too large
     config: dict[str, Any] = {}
 
     def build() -> SequenceClassifier:

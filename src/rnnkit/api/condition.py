@@ -12,6 +12,7 @@ sampling (temperature, top-k, top-p) or beam search, many conditions as one batc
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import torch
 
 from rnnkit.api.runs import (
     Log,
+    allocate,
     check_budget,
     check_resume_settings,
     check_same_file,
@@ -36,7 +38,7 @@ from rnnkit.api.runs import (
 )
 from rnnkit.distributed import main_log
 from rnnkit.errors import ConfigError
-from rnnkit.models.conditional import ConditionalConfig, ConditionalGenerator
+from rnnkit.models.conditional import ConditionalConfig, ConditionalGenerator, GuidedDecoder
 from rnnkit.tasks.condition import (
     ConditionTask,
     read_vector_examples,
@@ -44,6 +46,7 @@ from rnnkit.tasks.condition import (
     split_examples,
 )
 from rnnkit.text.labeled import read_labeled
+from rnnkit.text.reading import input_path
 from rnnkit.training.checkpoint import LoadedRun
 from rnnkit.training.config import TrainConfig, from_dict
 from rnnkit.training.trainer import TrainResult
@@ -147,10 +150,10 @@ def _absolute(data: dict[str, Any]) -> dict[str, Any]:
     out = dict(data)
     for key in ("vectors", "valid_vectors"):
         if out.get(key) is not None:
-            out[key] = str(Path(out[key]).resolve())
+            out[key] = input_path(out[key], key)
     for key in ("files", "valid"):
         if out.get(key) is not None:
-            out[key] = [str(Path(p).resolve()) for p in out[key]]
+            out[key] = [input_path(p, "labeled text") for p in out[key]]
     return out
 
 
@@ -204,7 +207,7 @@ def train(
     train_cfg = from_dict(TrainConfig, parts["training"], "training")
     task = prepare_task(data, train_cfg)  # bad input fails here, before anything is written
     model_kw = parts["model"]
-    task.build_model(model_kw)  # a bad model flag fails here too
+    allocate(lambda: task.build_model(model_kw))  # a bad model flag, or one too large
     config: dict[str, Any] = {}
 
     def build() -> ConditionalGenerator:
@@ -426,6 +429,7 @@ def generate_hypotheses(
     alpha: float = 0.0,
     max_len: int | None = None,
     allow_unk: bool = False,
+    guidance: float = 0.0,
     device: str | None = "auto",
     weights: str = "best",
 ) -> list[list[tuple[str, float]]]:
@@ -436,15 +440,25 @@ def generate_hypotheses(
     makes it repeatable); ``greedy`` takes the most probable token at each step; ``beam=K``
     runs beam search (length normalisation ``alpha``, GNMT's). ``<unk>`` is never produced
     unless ``allow_unk``. ``max_len`` tokens at most (default: the longest training target
-    plus 10).
+    plus 10). ``guidance`` g > 0 (label-conditioned runs) sharpens the label: every search
+    reads log_softmax((1 + g) log P(. | label) - g log P(. | the other labels))
+    (:class:`~rnnkit.models.conditional.GuidedDecoder`), and the scores are under that.
     """
     from rnnkit import search
 
     check_generation(num_samples, greedy, temperature, top_k, top_p, beam, n_best, alpha, max_len)
+    if not (math.isfinite(guidance) and guidance >= 0):
+        raise ConfigError(f"--guidance must be a number at least 0, not {guidance}.")
     loaded = load_generator(run, device, weights)
     task: ConditionTask = loaded.task
     model = loaded.model
     assert isinstance(model, ConditionalGenerator)
+    if guidance and task.labels is None:
+        raise ConfigError(
+            "--guidance contrasts a label with the others; this run is conditioned on vectors."
+        )
+    if guidance and len(task.labels or ()) < 2:
+        raise ConfigError("--guidance needs a run with at least two labels to contrast.")
     model.eval()
     conds = conditions_of(task, condition, vectors, loaded.path)
     if num_samples > 1:
@@ -461,7 +475,12 @@ def generate_hypotheses(
     out: list[list[tuple[str, float]]] = []
     for s in range(0, len(conds), CHUNK):
         chunk = conds[s : s + CHUNK].to(dev)
-        decoder, state = model.decoder(chunk)
+        decoder: Any
+        if guidance:
+            decoder = GuidedDecoder(model, guidance)
+            state: Any = decoder.initial_state(chunk)
+        else:
+            decoder, state = model.decoder(chunk)
         start = torch.full((len(chunk),), task.bos_id, dtype=torch.long, device=dev)
         if beam is not None:
             lists = search.beam_search(decoder, state, start, task.eos_id, max_len, beam,

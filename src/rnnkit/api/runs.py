@@ -13,9 +13,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -33,6 +35,7 @@ from rnnkit.training.checkpoint import (
     load_state,
     read_config,
     write_config,
+    write_error,
 )
 from rnnkit.training.config import TrainConfig, from_dict
 from rnnkit.training.trainer import Trainer, TrainResult
@@ -41,7 +44,10 @@ from rnnkit.version import __version__
 Log = Callable[[str], None]
 
 # Settings a resumed run may change; everything else must match the saved config.
-RESUMABLE = {"epochs", "patience", "min_lr", "validate_every", "log_every", "min_improvement"}
+RESUMABLE = {
+    "epochs", "patience", "min_lr", "validate_every", "log_every", "min_improvement",
+    "checkpoint_every", "recover", "recover_lr_factor",
+}  # fmt: skip
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -123,8 +129,12 @@ class RunLock:
     """
 
     def __init__(self, run: Path) -> None:
-        run.mkdir(parents=True, exist_ok=True)
-        self.file: Any = open(run / LOCK, "a+")  # noqa: SIM115 (held for the run's life)
+        self.file: Any = None
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+            self.file = open(run / LOCK, "a+")  # noqa: SIM115 (held for the run's life)
+        except OSError as exc:  # a read-only folder or mount, a full disk, a file in the way
+            raise write_error(exc, run, "write to run directory") from exc
         try:
             import fcntl
         except ImportError:  # not POSIX: no lock, as before
@@ -143,11 +153,33 @@ class RunLock:
             orphan.unlink(missing_ok=True)
 
     def release(self) -> None:
-        if not self.file.closed:
+        if self.file is not None and not self.file.closed:
             self.file.close()  # closing the file drops the flock
 
     def __del__(self) -> None:
         self.release()
+
+
+# how torch says an allocation failed (CPU and CUDA), when it raises RuntimeError
+_NO_MEMORY = re.compile(r"not enough memory|DefaultCPUAllocator|out of memory|can't allocate")
+
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
+
+
+def allocate(build: Callable[[], ModelT]) -> ModelT:
+    """``build()``, with a model too large for the memory turned into one sentence."""
+    try:
+        return build()
+    except (RuntimeError, MemoryError) as exc:
+        if not isinstance(exc, MemoryError) and not _NO_MEMORY.search(str(exc)):
+            raise
+        tried = re.search(r"allocate (\d+) bytes", str(exc))
+        size = f" (one of its tensors needs {int(tried[1]) / 2**30:,.1f} GiB)" if tried else ""
+        raise ConfigError(
+            f"the model is too large for this machine's memory{size}; choose a smaller "
+            "--hidden-size, --num-layers, --embedding-size or vocabulary."
+        ) from None
 
 
 def split_settings(
@@ -194,37 +226,48 @@ def start_run(
     if out is None:
         raise ConfigError("--out RUN is required: the folder where the run is saved.")
     out_path = Path(out)
+    created = not out_path.exists()
 
     def prepare() -> RunLock:
-        check_out(out_path, overwrite)
         lock = RunLock(out_path)
         clear_out(out_path)
         return lock
 
     distributed.setup(device)
+    distributed.on_main(lambda: check_out(out_path, overwrite))
+    # the model first: one too large for the memory fails before the folder is made
+    torch.manual_seed(train_cfg.seed)
+    model = allocate(build_model)
     lock = distributed.on_main(prepare)  # under torchrun rank 0 alone checks and writes
     if not distributed.world().is_main:
-        torch.manual_seed(train_cfg.seed)
-        trainer = Trainer(build_model(), task, train_cfg, out_path, device, progress, log)
+        trainer = Trainer(model, task, train_cfg, out_path, device, progress, log)
         trainer.save_checkpoint()  # takes part in rank 0's (it gathers), writes nothing
         return trainer
-    torch.manual_seed(train_cfg.seed)
-    model = build_model()
-    save_vocabularies = getattr(task, "save_vocabularies", None)
-    if save_vocabularies is not None:
-        save_vocabularies(out_path)
-    trainer = Trainer(model, task, train_cfg, out_path, device, progress=progress, log=log)
-    trainer.lock = lock
-    trainer.save_checkpoint()
-    config = {
-        "rnnkit_version": __version__,
-        "task": task.name,
-        "model": model_config,
-        "data": data_config,
-        "training": dataclasses.asdict(train_cfg),
-        **({"stats": stats} if stats else {}),
-    }
-    write_config(out_path, config)
+    try:
+        save_vocabularies = getattr(task, "save_vocabularies", None)
+        if save_vocabularies is not None:
+            save_vocabularies(out_path)
+        trainer = Trainer(model, task, train_cfg, out_path, device, progress=progress, log=log)
+        trainer.lock = lock
+        trainer.save_checkpoint()
+        config = {
+            "rnnkit_version": __version__,
+            "task": task.name,
+            "model": model_config,
+            "data": data_config,
+            "training": dataclasses.asdict(train_cfg),
+            **({"stats": stats} if stats else {}),
+        }
+        write_config(out_path, config)
+    except BaseException as exc:
+        # a folder this call made and could not make a run of (a full disk, a model the
+        # device cannot hold) goes again: nothing is left half-made
+        if created and lock is not None:
+            lock.release()
+            shutil.rmtree(out_path, ignore_errors=True)
+        if isinstance(exc, OSError):  # a vocabulary file on a full disk, say
+            raise write_error(exc, out_path, "write to run directory") from exc
+        raise
     return trainer
 
 

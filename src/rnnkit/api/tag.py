@@ -20,6 +20,7 @@ import torch
 
 from rnnkit.api.runs import (
     Log,
+    allocate,
     check_budget,
     check_resume_settings,
     check_same_file,
@@ -35,6 +36,7 @@ from rnnkit.distributed import main_log
 from rnnkit.errors import ConfigError
 from rnnkit.models.tagger import SequenceTagger, TaggerConfig
 from rnnkit.tasks.tag import TagTask
+from rnnkit.text.reading import input_path
 from rnnkit.training.checkpoint import LoadedRun
 from rnnkit.training.config import TrainConfig, from_dict
 from rnnkit.training.trainer import TrainResult
@@ -127,12 +129,12 @@ def train(
     data_kw = dict(parts["data"])
     for key in ("train", "valid"):
         if data_kw.get(key):
-            data_kw[key] = str(Path(data_kw[key]).resolve())
+            data_kw[key] = input_path(data_kw[key], "column")
     data = from_dict(TagData, data_kw, "data")
     train_cfg = from_dict(TrainConfig, parts["training"], "training")
     task = prepare_task(data, train_cfg)  # bad input fails here, before anything is written
     model_kw = parts["model"]
-    task.build_model(model_kw)  # and a bad model flag
+    allocate(lambda: task.build_model(model_kw))  # and a bad model flag (or one too large)
     config: dict[str, Any] = {}
 
     def build() -> SequenceTagger:

@@ -20,6 +20,7 @@ import torch
 
 from rnnkit.api.runs import (
     Log,
+    allocate,
     check_budget,
     check_resume_settings,
     check_same_file,
@@ -36,6 +37,7 @@ from rnnkit.errors import ConfigError
 from rnnkit.models.seq2seq import Seq2Seq, Seq2SeqConfig
 from rnnkit.tasks.translate import DECODE_BATCH, TranslateTask, bleu_scores
 from rnnkit.text.parallel import read_lines, read_parallel
+from rnnkit.text.reading import input_path
 from rnnkit.training.checkpoint import LoadedRun
 from rnnkit.training.config import TrainConfig, from_dict
 from rnnkit.training.trainer import TrainResult
@@ -142,12 +144,12 @@ def train(
     data_kw = dict(parts["data"])
     for key in ("train_source", "train_target", "valid_source", "valid_target"):
         if data_kw.get(key):
-            data_kw[key] = str(Path(data_kw[key]).resolve())
+            data_kw[key] = input_path(data_kw[key], key.replace("_", " "))
     data = from_dict(TranslateData, data_kw, "data")
     train_cfg = from_dict(TrainConfig, {**TRAIN_DEFAULTS, **parts["training"]}, "training")
     task = prepare_task(data, train_cfg)  # bad input fails here, before anything is written
     model_kw = parts["model"]
-    task.build_model(model_kw)  # and a bad model flag
+    allocate(lambda: task.build_model(model_kw))  # and a bad model flag (or one too large)
     config: dict[str, Any] = {}
 
     def build() -> Seq2Seq:
@@ -217,16 +219,18 @@ def translate(
     where: str = "input",
     device: str | None = "auto",
     weights: str = "best",
+    replace_unk: bool = False,
 ) -> list[list[tuple[str, float]]]:
     """The ``n_best`` translations of each source line with their log-probabilities (nats),
-    best first. ``beam`` 1 is greedy decoding."""
+    best first. ``beam`` 1 is greedy decoding. ``replace_unk``: each ``<unk>`` written
+    becomes the source unit it attended to most (attention models)."""
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, not {batch_size}.")
     loaded = load_translator(run, device, weights)
     task: TranslateTask = loaded.task
     src = task.encode_sources(sources, where)
-    return task.translate(loaded.model, src, beam=beam, n_best=n_best, alpha=alpha,
-                          batch_size=batch_size)  # fmt: skip
+    return task.translate(loaded.model, src, sources if replace_unk else None, beam=beam,
+                          n_best=n_best, alpha=alpha, batch_size=batch_size)  # fmt: skip
 
 
 def evaluate(
@@ -239,6 +243,7 @@ def evaluate(
     batch_size: int = DECODE_BATCH,
     device: str | None = "auto",
     weights: str = "best",
+    replace_unk: bool = False,
 ) -> dict[str, Any]:
     """BLEU and chrF (sacreBLEU, cased and lowercased, with signatures) of the translations
     of ``source`` against ``reference``, and the reference's loss per target token."""
@@ -248,12 +253,13 @@ def evaluate(
     src = task.encode_sources(src_lines, f"source file {str(source)!r}")
     tgt = [task.target.encode(line) for line in ref_lines]
     loss = task.nll(loaded.model, src, tgt)
-    hyps = [h[0][0] for h in task.translate(loaded.model, src, beam=beam, alpha=alpha,
-                                             batch_size=batch_size)]  # fmt: skip
+    found = task.translate(loaded.model, src, src_lines if replace_unk else None, beam=beam,
+                           alpha=alpha, batch_size=batch_size)  # fmt: skip
+    hyps = [h[0][0] for h in found]
     figures = bleu_scores(hyps, ref_lines, lowercase=task.source.segmenter.lowercase)
     figures.update(
         loss=loss, perplexity=math.exp(min(loss, 700.0)), sentences=len(src), beam=beam,
-        alpha=alpha, translations=hyps,
+        alpha=alpha, replace_unk=replace_unk, translations=hyps,
     )  # fmt: skip
     return figures
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 from rnnkit.errors import RnnkitError
 
@@ -61,22 +64,43 @@ def _log_notes_to_stderr() -> None:
         logger.propagate = False
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (which handles it itself: finish the step, save):
+    unwinds like Ctrl-C, so nothing half-written is left, and exits with 143."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status (0 ok, 2 user error, 130 interrupted)."""
+    """Run the command line; return the exit status (0 ok, 2 user error, 130 interrupted,
+    143 terminated)."""
     _log_notes_to_stderr()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error (status 2)
         return exc.code if isinstance(exc.code, int) else 0
+    # A scheduler's SIGTERM during start-up (reading data, building the model) would
+    # otherwise kill the process outright; the trainer installs its own handler later.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         status = args.func(args)
     except RnnkitError as exc:
         print(f"rnnkit: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("rnnkit: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("rnnkit: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `rnnkit generate RUN | head`
         return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return int(status or 0)

@@ -16,6 +16,7 @@ TRAINING_SETTINGS = (
     "epochs", "batch_size", "bptt", "optimizer", "lr", "lr_schedule", "min_improvement",
     "lr_decay", "decay_after", "clip", "weight_decay", "patience", "min_lr", "validate_every",
     "log_every", "eval_batch_size", "precision", "average", "average_every", "seed",
+    "checkpoint_every", "recover", "recover_lr_factor",
 )  # fmt: skip
 
 
@@ -102,6 +103,26 @@ def add_training_flags(
         "--average-every", type=int, help="--average: steps between updates of the mean (10)"
     )
     g.add_argument("--seed", type=int, help="random seed; same seed, same run (1234)")
+    g.add_argument(
+        "--checkpoint-every",
+        type=float,
+        metavar="SECONDS",
+        help="also save the resume state after every SECONDS of training, so a kill loses "
+        "at most that much (0: at validations and stops only) (0)",
+    )
+    g.add_argument(
+        "--recover",
+        type=int,
+        metavar="N",
+        help="on a non-finite loss or gradient, roll back to the last checkpoint, lower the "
+        "learning rate and skip the batch, up to N times (0: stop at the first) (3)",
+    )
+    g.add_argument(
+        "--recover-lr-factor",
+        type=float,
+        metavar="F",
+        help="--recover: the learning rate's factor at each recovery (0.5)",
+    )
 
 
 def add_budget_flags(p: argparse.ArgumentParser) -> None:

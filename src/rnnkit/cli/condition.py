@@ -122,6 +122,10 @@ def _register_generate(verbs: Any) -> None:
     g.add_argument("--alpha", type=float, default=0.0, help="--beam: GNMT length penalty (0)")
     g.add_argument("--max-len", type=int, help="tokens at most (longest training target + 10)")
     g.add_argument("--allow-unk", action="store_true", help="let outputs hold <unk> (never)")
+    g.add_argument(
+        "--guidance", type=float, default=0.0, metavar="G",
+        help="sharpen the label: score (1+G) log P(.|label) - G log P(.|other labels) (0)",
+    )  # fmt: skip
     g.add_argument("--scores", action="store_true", help="print log-probability<TAB>text")
     add_weights_flag(p)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -196,6 +200,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         alpha=args.alpha,
         max_len=args.max_len,
         allow_unk=args.allow_unk,
+        guidance=args.guidance,
         device=args.device,
         weights=args.weights,
     )

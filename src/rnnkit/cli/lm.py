@@ -194,6 +194,9 @@ def _register_eval(subparsers: Any) -> None:
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (shown on a terminal)"
+    )
     p.set_defaults(func=cmd_eval)
 
 
@@ -210,6 +213,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         tune_lambda=args.tune_lambda,
         dynamic=args.dynamic,
         weights=args.weights,
+        progress=False if args.no_progress else None,
     )
     if args.format == "json":
         print(json.dumps(result.to_dict()))

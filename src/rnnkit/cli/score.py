@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from rnnkit.cli.lm import add_interpolation_flags, add_weights_flag
@@ -39,25 +40,48 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--batch-size", type=int, default=64, help="sentences per batch (64)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (shown on a terminal)"
+    )
     add_weights_flag(p)
     add_interpolation_flags(p)
     p.set_defaults(func=cmd_score)
 
 
 def _read_stdin() -> list[str]:
-    from rnnkit.errors import DataError
+    """Every line of stdin (``rnnkit classify predict -`` reads them at once)."""
+    return list(_stdin_lines())
 
-    data = sys.stdin.buffer.read()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"stdin is not valid UTF-8 (byte offset {exc.start}); convert it to UTF-8 first."
-        ) from exc
-    lines = text.split("\n")  # as files are read: only \n ends a line
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
+
+def _stdin_lines() -> Iterator[str]:
+    """The lines of stdin, read and decoded a block at a time (as files are: only \\n ends
+    a line, a BOM is dropped)."""
+    import codecs
+
+    from rnnkit.errors import DataError
+    from rnnkit.text.corpus import split_lines
+    from rnnkit.text.reading import CHUNK_BYTES
+
+    def chunks() -> Iterator[str]:
+        decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        offset = 0
+        while True:
+            block = sys.stdin.buffer.read(CHUNK_BYTES)
+            try:
+                text = decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                at = offset - len(decoder.getstate()[0]) + exc.start if block else offset
+                raise DataError(
+                    f"stdin is not valid UTF-8 (byte offset {max(at, 0)}); "
+                    "convert it to UTF-8 first."
+                ) from exc
+            if text:
+                yield text
+            if not block:
+                return
+            offset += len(block)
+
+    return split_lines(chunks())
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -65,16 +89,23 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     mix = dict(ngram=args.ngram, lam=args.lam, tune_lambda=args.tune_lambda)
     opts = dict(batch_size=args.batch_size, device=args.device, weights=args.weights, **mix)
+    progress = False if args.no_progress else None
     if args.file == "-":
-        result = api.score(args.run, sentences=_read_stdin(), **opts)
-        result.file = "<stdin>"
+        stream = api.score_stream(
+            args.run, sentences=_stdin_lines(), per_token=args.per_token, progress=progress,
+            **opts,
+        )  # fmt: skip
+        stream.totals.file = "<stdin>"
     else:
-        result = api.score(args.run, args.file, **opts)
+        stream = api.score_stream(
+            args.run, args.file, per_token=args.per_token, progress=progress, **opts
+        )
     out = sys.stdout
-    for rec in result.records(per_token=args.per_token):
+    for line in stream:  # each line printed as soon as it is scored
+        rec = line.record()
         if args.format == "jsonl":
-            line = json.dumps(rec, ensure_ascii=False)  # U+2028/9 escaped: one line a record
-            out.write(line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n")
+            text = json.dumps(rec, ensure_ascii=False)  # U+2028/9 escaped: one line a record
+            out.write(text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n")
             continue
         out.write(
             f"{rec['log10_prob']:.4f} log10\t{rec['tokens']} tokens\t{rec['oovs']} OOV\t"
@@ -83,6 +114,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         for t in rec.get("per_token", []):
             mark = "\tOOV" if t["oov"] else ""
             out.write(f"\t{t['token']}\t{t['log10_prob']:.4f} log10{mark}\n")
+    result = stream.totals
     summary = _summary(result)
     print(summary, file=sys.stdout if args.format == "text" else sys.stderr)
     if result.num_words and result.oov_rate > OOV_WARNING:

@@ -37,6 +37,11 @@ def _search_flags(p: argparse.ArgumentParser, n_best: bool) -> None:
             help="print this many translations per line as 'LINE ||| TEXT ||| LOG10 PROB' (1)",
         )  # fmt: skip
     g.add_argument("--batch-size", type=int, default=64, help="sentences decoded together (64)")
+    g.add_argument(
+        "--replace-unk", action="store_true",
+        help="write each <unk> as the source word the translator attended to most at that "
+        "step (attention models; Luong et al. 2015)",
+    )  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
@@ -156,6 +161,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     f = translate.evaluate(
         args.run, args.source, args.reference, beam=args.beam, alpha=args.alpha,
         batch_size=args.batch_size, device=args.device, weights=args.weights,
+        replace_unk=args.replace_unk,
     )  # fmt: skip
     if args.output:
         atomic_write_text(args.output, "".join(h + "\n" for h in f["translations"]))
@@ -163,6 +169,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in f.items() if k != "translations"}))
         return 0
     search = "greedy" if args.beam == 1 else f"beam {args.beam}, alpha {args.alpha}"
+    if args.replace_unk:
+        search += ", unknown words replaced"
     print(f"sentences:        {f['sentences']:,} ({search})")
     print(f"BLEU:             {f['bleu_cased']:.2f}  {f['signature_cased']}")
     print(f"BLEU lowercased:  {f['bleu_lowercased']:.2f}  {f['signature_lowercased']}")
@@ -183,6 +191,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     results = translate.translate(
         args.run, lines, beam=args.beam, n_best=args.n_best, alpha=args.alpha,
         batch_size=args.batch_size, where=where, device=args.device, weights=args.weights,
+        replace_unk=args.replace_unk,
     )  # fmt: skip
     out = sys.stdout
     for i, hyps in enumerate(results):

@@ -302,6 +302,50 @@ class ConditionalDecoder:
         return DecoderState(state.h.index_select(0, index), c, state.z.index_select(0, index))
 
 
+class GuidedDecoder:
+    """Contrastive ("classifier-free") guidance for a label-conditioned generator (Sanchez et
+    al. 2023, after Ho and Salimans 2022): each step's scores are
+
+        log_softmax((1 + g) log P(y | y_<t, label) - g log P(y | y_<t, others))
+
+    where ``others`` is the mean log-probability under every other label, so words that the
+    requested label makes likelier than the others do are pushed up. ``g`` 0 is the plain
+    model. The state is the pair of states, one per side, advanced on the same tokens."""
+
+    def __init__(self, model: ConditionalGenerator, guidance: float) -> None:
+        self.model = model
+        self.guidance = guidance
+
+    def initial_state(self, labels: Tensor) -> tuple[DecoderState, DecoderState, int]:
+        """The guided rows' states and, stacked after them, (L - 1) rows per label: the
+        other labels', which the guidance contrasts with."""
+        n_labels = self.model.config.num_labels
+        others = torch.stack(
+            [torch.tensor([j for j in range(n_labels) if j != int(i)]) for i in labels.cpu()]
+        ).to(labels.device)  # (N, L - 1)
+        own = self.model.initial_state(self.model.encode(labels))
+        contrast = self.model.initial_state(self.model.encode(others.reshape(-1)))
+        return own, contrast, n_labels - 1
+
+    def step(
+        self, tokens: Tensor, state: tuple[DecoderState, DecoderState, int]
+    ) -> tuple[Tensor, tuple[DecoderState, DecoderState, int]]:
+        own, contrast, k = state
+        logp, own = self.model.step(tokens, own)
+        other, contrast = self.model.step(tokens.repeat_interleave(k), contrast)
+        mean_other = other.view(len(tokens), k, -1).mean(1)
+        g = self.guidance
+        return torch.log_softmax((1 + g) * logp - g * mean_other, dim=-1), (own, contrast, k)
+
+    def select(
+        self, state: tuple[DecoderState, DecoderState, int], index: Tensor
+    ) -> tuple[DecoderState, DecoderState, int]:
+        own, contrast, k = state
+        rows = (index[:, None] * k + torch.arange(k, device=index.device)).reshape(-1)
+        select = ConditionalDecoder(self.model).select
+        return select(own, index), select(contrast, rows), k
+
+
 __all__ = [
     "CONDITIONINGS",
     "CONDITION_KINDS",
@@ -309,4 +353,5 @@ __all__ = [
     "ConditionalDecoder",
     "ConditionalGenerator",
     "DecoderState",
+    "GuidedDecoder",
 ]

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit.errors import DataError
+from rnnkit.text.reading import input_error  # torch-free, as ngram/ must stay
 
 UNK = "<unk>"
 BOS = "<s>"
@@ -88,8 +89,8 @@ def _chunks(path: Path) -> Iterator[tuple[int, int, str]]:
         raise DataError(f"{path}: no such file; check the path.") from exc
     except IsADirectoryError as exc:
         raise DataError(f"{path}: is a directory, not a text file.") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot be read ({exc.strerror}).") from exc
+    except OSError as exc:  # a symbolic link loop, no permission: the inputs' one check
+        raise input_error(path, "text", exc) from exc
     with f:
         offset = 0
         line_no = 1

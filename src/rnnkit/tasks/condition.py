@@ -95,7 +95,7 @@ def read_vectors(
     """A (rows, D) float32 array from a ``.npy`` file, checked: 2-D float, finite, ``lines``
     rows (the line count of ``text``) and ``width`` columns (the run's vector size; the
     message says ``width_of`` {width})."""
-    p = Path(path)
+    p = check_readable(path, "vector")  # a symbolic link loop is one sentence too
     try:
         array = np.load(p, allow_pickle=False)
     except FileNotFoundError as exc:

@@ -74,10 +74,16 @@ class Side:
         units = self.segmenter.split(line)
         return np.fromiter((self.vocab.id(u) for u in units), dtype=np.int64, count=len(units))
 
-    def decode(self, ids: Sequence[int]) -> str:
-        """A line from ids; ``</s>`` and padding dropped, ``<unk>`` shown as such."""
+    def decode(self, ids: Sequence[int], unknown: dict[int, str] | None = None) -> str:
+        """A line from ids; ``</s>`` and padding dropped, ``<unk>`` shown as such unless
+        ``unknown`` gives the unit for its position."""
         unk = self.vocab.unk_id
-        units = [self.vocab.tokens[i] for i in ids if i >= len(SPECIALS) or i == unk]
+        unknown = unknown or {}
+        units = [
+            unknown.get(t, self.vocab.tokens[i])
+            for t, i in enumerate(ids)
+            if i >= len(SPECIALS) or i == unk
+        ]
         return self.segmenter.join(units)
 
 
@@ -334,11 +340,72 @@ class TranslateTask(Task):
         return out
 
     def translate(
-        self, model: nn.Module, src: Sequence[np.ndarray], **search_kw: Any
+        self,
+        model: nn.Module,
+        src: Sequence[np.ndarray],
+        replace_unk: Sequence[str] | None = None,
+        **search_kw: Any,
     ) -> list[list[tuple[str, float]]]:
-        """(text, log-probability in nats) of each source's n-best translations."""
+        """(text, log-probability in nats) of each source's n-best translations.
+
+        ``replace_unk``, the source lines themselves, turns on unknown-word replacement
+        (Luong et al. 2015; OpenNMT's ``-replace_unk``): each ``<unk>`` written becomes the
+        source unit its step attended to most. Attention models only.
+        """
         found = self.search(model, src, **search_kw)
-        return [[(self.target.decode(h.tokens), h.score) for h in hyps] for hyps in found]
+        unknown: dict[tuple[int, int], dict[int, str]] = {}
+        if replace_unk is not None:
+            unknown = self._unknown_words(model, src, replace_unk, found)
+        return [
+            [
+                (self.target.decode(h.tokens, unknown.get((i, k))), h.score)
+                for k, h in enumerate(hyps)
+            ]
+            for i, hyps in enumerate(found)
+        ]
+
+    @torch.no_grad()
+    def _unknown_words(
+        self,
+        model: nn.Module,
+        src: Sequence[np.ndarray],
+        lines: Sequence[str],
+        found: Sequence[Sequence[Any]],
+    ) -> dict[tuple[int, int], dict[int, str]]:
+        """{(source, hypothesis): {position of an <unk>: the source unit attended to most}},
+        from a forced pass of each hypothesis that has an ``<unk>`` (the same attention the
+        search computed, since decoding is deterministic given the prefix)."""
+        s2s = cast(Seq2Seq, model)
+        if s2s.attention is None:
+            raise ConfigError(
+                "--replace-unk needs a translator with attention (this one was trained "
+                "without --attention)."
+            )
+        unk = self.target.vocab.unk_id
+        jobs = [
+            (i, k) for i, hyps in enumerate(found) for k, h in enumerate(hyps) if unk in h.tokens
+        ]
+        out: dict[tuple[int, int], dict[int, str]] = {}
+        was = model.training
+        model.eval()
+        dev = next(model.parameters()).device
+        try:
+            for start in range(0, len(jobs), DECODE_BATCH):
+                chunk = jobs[start : start + DECODE_BATCH]
+                hyps = [list(found[i][k].tokens) for i, k in chunk]
+                b = self._make_batch([src[i] for i, _ in chunk], [np.asarray(h) for h in hyps])
+                weights = s2s.attention_weights(b.src.to(dev), b.src_lengths, b.tgt_in.to(dev))
+                where = weights.argmax(-1).cpu()  # (B, T): the source position each step read
+                for row, (i, k) in enumerate(chunk):
+                    units = self.source.segmenter.split(lines[i])
+                    out[(i, k)] = {
+                        t: units[int(where[row, t])]
+                        for t, tok in enumerate(hyps[row])
+                        if tok == unk
+                    }
+        finally:
+            model.train(was)
+        return out
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         """{"loss": nats per target token, "bleu": greedy BLEU} on the validation pairs."""

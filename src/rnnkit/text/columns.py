@@ -9,8 +9,6 @@ line. Column indices count from 0 and may be negative (-1 is the last column).
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from rnnkit.errors import DataError, RunError
-from rnnkit.text.reading import check_readable
+from rnnkit.text.reading import check_readable, gunzip, open_input
+from rnnkit.text.vocab import load_tokens_json, save_tokens_json
 
 
 @dataclass
@@ -35,9 +34,8 @@ class Sentence:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    opener: Any = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rb") as f:
+        with open_input(path, "column") as src, gunzip(src, path) as f:
             yield from enumerate(f, start=1)
     except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
         why = str(exc).rstrip(".") or type(exc).__name__
@@ -161,17 +159,14 @@ class LabelVocab:
         return {"level": "label", "tokens": self.tokens}
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        from rnnkit.utils import atomic_write_text
-
-        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=0) + "\n")
+        save_tokens_json(path, self.to_dict())  # with its checksum, as Vocab.save
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LabelVocab:
         p = Path(path)
+        data = load_tokens_json(p, "label")
         try:
-            return cls(json.loads(p.read_text(encoding="utf-8"))["tokens"])
-        except FileNotFoundError as exc:
-            raise RunError(f"{str(p)!r} is missing; the run directory is incomplete.") from exc
+            return cls(data["tokens"])
         except (ValueError, KeyError, TypeError) as exc:
             raise RunError(f"{str(p)!r} is not a valid rnnkit label file.") from exc
 

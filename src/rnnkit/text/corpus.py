@@ -11,11 +11,14 @@ stream of stream mode (PTB); sentence mode cuts the same array at its ``</s>`` m
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -45,18 +48,37 @@ def _code_points(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
 
 
-def iter_lines(path: str | os.PathLike[str], what: str = "text") -> Iterator[str]:
+def iter_lines(
+    path: str | os.PathLike[str],
+    what: str = "text",
+    on_bytes: Callable[[int], object] | None = None,
+) -> Iterator[str]:
     """Whole lines of a UTF-8 file, across chunk boundaries, without their newline."""
-    return _lines(Path(path), what)
+    return _lines(Path(path), what, on_bytes)
 
 
-def _lines(path: Path, what: str) -> Iterator[str]:
+def _lines(path: Path, what: str, on_bytes: Callable[[int], object] | None = None) -> Iterator[str]:
     """Whole lines of the file, across chunk boundaries, without their newline."""
-    rest = ""
-    for chunk in iter_text(path, what):
-        parts = (rest + chunk).split("\n")
-        rest = parts.pop()
-        yield from parts
+    return split_lines(iter_text(path, what, on_bytes))
+
+
+def split_lines(chunks: Iterable[str]) -> Iterator[str]:
+    """Whole lines of a text given in chunks (only ``\n`` ends a line; no final empty line).
+
+    A line longer than a chunk is kept as a list of parts and joined once, so a 300 MB line
+    costs its own size, not a copy per chunk.
+    """
+    parts: list[str] = []
+    for chunk in chunks:
+        pieces = chunk.split("\n")
+        if len(pieces) == 1:
+            parts.append(pieces[0])
+            continue
+        parts.append(pieces[0])
+        yield "".join(parts)
+        yield from pieces[1:-1]
+        parts = [pieces[-1]]
+    rest = "".join(parts)
     if rest:
         yield rest
 
@@ -129,9 +151,43 @@ class Encoded:
 
 def encode_file(path: str | os.PathLike[str], vocab: Vocab, what: str = "corpus") -> Encoded:
     """Encode a file with ``vocab``; unseen tokens become ``<unk>`` and are counted."""
+    out = _Growing()
+    unknown = _encode_into(out, Path(path), vocab, what)
+    return Encoded(out.finish(), unknown)
+
+
+def encode_file_to_disk(
+    path: str | os.PathLike[str],
+    vocab: Vocab,
+    what: str = "corpus",
+    first: int | None = None,
+    on_bytes: Callable[[int], object] | None = None,
+) -> tuple[IdFile, int]:
+    """Encode a file into an :class:`IdFile` (ids on disk, read back by position: a long
+    evaluation holds windows, not the text) and count its unknown tokens. ``first`` is an
+    id put before the text (the ``</s>`` of context a word-level stream starts from)."""
+    out = IdFile()
+    try:
+        if first is not None:
+            out.extend(np.array([first], dtype=np.int32))
+        unknown = _encode_into(out, Path(path), vocab, what, on_bytes)
+        out.flush()
+    except BaseException:
+        out.close()
+        raise
+    return out, unknown
+
+
+def _encode_into(
+    out: _Sink,
+    path: Path,
+    vocab: Vocab,
+    what: str,
+    on_bytes: Callable[[int], object] | None = None,
+) -> int:
     if vocab.level == "char":
-        return _encode_chars(Path(path), vocab, what)
-    return _encode_words(Path(path), vocab, what)
+        return _encode_chars(out, path, vocab, what, on_bytes)
+    return _encode_words(out, path, vocab, what, on_bytes)
 
 
 def encode_text(text: str, vocab: Vocab) -> Encoded:
@@ -169,35 +225,110 @@ def _lookup_chars(cps: np.ndarray, keys: np.ndarray, vals: np.ndarray, unk_id: i
     return Encoded(ids, int(len(cps) - np.count_nonzero(found)))
 
 
-def _encode_chars(path: Path, vocab: Vocab, what: str) -> Encoded:
+def _encode_chars(
+    out: _Sink, path: Path, vocab: Vocab, what: str, on_bytes: Callable[[int], object] | None
+) -> int:
     keys, vals = _char_table(vocab)
-    out, unknown = _Growing(), 0
-    for chunk in iter_text(path, what):
+    unknown = 0
+    for chunk in iter_text(path, what, on_bytes):
         enc = _lookup_chars(_code_points(chunk), keys, vals, vocab.unk_id)
         out.extend(enc.ids)
         unknown += enc.unknown
-    return Encoded(out.finish(), unknown)
+    return unknown
 
 
-def _encode_words(path: Path, vocab: Vocab, what: str) -> Encoded:
+def _encode_words(
+    out: _Sink, path: Path, vocab: Vocab, what: str, on_bytes: Callable[[int], object] | None
+) -> int:
     eos = vocab.eos_id if vocab.eos_id is not None else vocab.unk_id
-    out = _Growing()
     buf: list[int] = []
     unknown = 0
     index, unk = vocab.index, vocab.unk_id
     plain = vocab.tokenizer == "whitespace" and not vocab.lowercase
-    for line in _lines(path, what):
-        for w in line.split() if plain else vocab.tokenize(line):
-            i = index.get(w, unk)
-            if i == unk and w != UNK:
-                unknown += 1
-            buf.append(i)
+    for line in _lines(path, what, on_bytes):
+        for words in _pieces(line, plain, vocab):
+            for w in words:
+                i = index.get(w, unk)
+                if i == unk and w != UNK:
+                    unknown += 1
+                buf.append(i)
+            if len(buf) >= 1 << 20:  # flush to the compact array every million tokens
+                out.extend(np.array(buf, dtype=np.int32))
+                buf = []
         buf.append(eos)
-        if len(buf) >= 1 << 20:  # flush to the compact array every million tokens
-            out.extend(np.array(buf, dtype=np.int32))
-            buf = []
     out.extend(np.array(buf, dtype=np.int32))
-    return Encoded(out.finish(), unknown)
+    return unknown
+
+
+#: A line longer than this is tokenised a piece at a time (cut at white space, which no
+#: token holds), so a 300 MB line never becomes one list of 60 million Python strings.
+PIECE_CHARS = 1 << 20
+
+
+def _pieces(line: str, plain: bool, vocab: Vocab) -> Iterator[list[str]]:
+    """The words of a line, as lists of at most about PIECE_CHARS characters' worth."""
+    for piece in cut_at_space(line, PIECE_CHARS):
+        yield piece.split() if plain else vocab.tokenize(piece)
+
+
+def cut_at_space(text: str, size: int) -> Iterator[str]:
+    """``text`` in pieces of at least ``size`` characters, each cut just after the first
+    white space past ``size`` (the last piece holds the rest)."""
+    start, n = 0, len(text)
+    while n - start > size:
+        m = _SPACE.search(text, start + size)
+        if m is None:
+            break
+        yield text[start : m.end()]
+        start = m.end()
+    if start < n or n == 0:
+        yield text[start:]
+
+
+_SPACE = re.compile(r"\s")
+
+
+class _Sink(Protocol):
+    def extend(self, part: np.ndarray) -> None: ...
+
+
+class IdFile:
+    """Token ids (int32) in an anonymous temporary file, read back by position.
+
+    Evaluating a long text holds a window of ids at a time instead of the whole array
+    (the file is removed when closed, or when the process ends).
+    """
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile(prefix="rnnkit-ids-")  # noqa: SIM115 (see close)
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def extend(self, part: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(part, dtype=np.int32).tobytes())
+        self.size += len(part)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """ids[start:stop] as a new int32 array."""
+        start, stop = max(0, start), min(stop, self.size)
+        if stop <= start:
+            return np.zeros(0, dtype=np.int32)
+        data = os.pread(self.file.fileno(), 4 * (stop - start), 4 * start)
+        return np.frombuffer(data, dtype=np.int32).copy()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> IdFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class _Growing:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnkit.errors import ConfigError, DataError
-from rnnkit.text.reading import check_readable
+from rnnkit.text.reading import check_readable, read_bytes
 from rnnkit.text.tokenize import check_tokenizer, tokenize
 
 FORMATS = ("auto", "tsv", "per-label")
@@ -41,10 +41,7 @@ class LabeledText:
 
 
 def _lines(path: Path, encoding: str) -> list[str]:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read labeled text file {str(path)!r}: {exc.strerror}.") from exc
+    data = read_bytes(path, "labeled text")
     try:
         text = data.decode(
             "utf-8-sig" if encoding.lower().replace("_", "-") == "utf-8" else encoding

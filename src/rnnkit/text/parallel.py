@@ -20,7 +20,6 @@ A :class:`Segmenter` cuts a line into the units a model reads and writes, and jo
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import re
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnkit.errors import DataError, RunError
-from rnnkit.text.reading import check_readable
+from rnnkit.text.reading import check_readable, gunzip, open_input
 from rnnkit.text.tokenize import tokenize
 
 SEGMENTERS = ("words", "spm")
@@ -40,10 +39,9 @@ _OPEN = re.compile(r"([(\[]) ")
 def read_lines(path: str | os.PathLike[str], what: str = "text") -> list[str]:
     """The lines of a UTF-8 file (plain or .gz), without line ends; every line non-empty."""
     p = check_readable(path, what)
-    opener: Any = gzip.open if p.suffix == ".gz" else open
     lines: list[str] = []
     try:
-        with opener(p, "rb") as f:
+        with open_input(p, what) as src, gunzip(src, p) as f:
             for n, raw in enumerate(f, 1):
                 try:
                     line = raw.decode("utf-8-sig" if n == 1 else "utf-8").rstrip("\r\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -103,16 +104,58 @@ class Vocab:
         return cls([*specials, *kept], level, specials, tokenizer, lowercase)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        from rnnkit.utils import atomic_write_text
-
-        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=0) + "\n")
+        """Write the vocabulary as JSON with the checksum of its tokens (see
+        :func:`tokens_sha256`), so that an edited or reordered file is refused on load."""
+        save_tokens_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Vocab:
         p = Path(path)
+        data = load_tokens_json(p, "vocabulary")
         try:
-            return cls.from_dict(json.loads(p.read_text(encoding="utf-8")))
-        except FileNotFoundError as exc:
-            raise RunError(f"{str(p)!r} is missing; the run directory is incomplete.") from exc
+            return cls.from_dict(data)
         except (ValueError, KeyError, TypeError) as exc:
             raise RunError(f"{str(p)!r} is not a valid rnnkit vocabulary file.") from exc
+
+
+#: The key of a vocabulary file's checksum (files written by earlier rnnkits have none).
+CHECKSUM = "tokens_sha256"
+
+
+def tokens_sha256(tokens: Iterable[str]) -> str:
+    """The SHA-256 (hex) of the tokens in id order, as compact UTF-8 JSON (``["a","b"]``):
+    any token changed, added, removed or moved changes it."""
+    text = json.dumps(list(tokens), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def save_tokens_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
+    """Write a vocabulary's dict (with ``tokens``) atomically, its checksum before its tokens."""
+    from rnnkit.utils import atomic_write_text
+
+    head = {k: v for k, v in data.items() if k not in ("tokens", CHECKSUM)}
+    out = {**head, CHECKSUM: tokens_sha256(data["tokens"]), "tokens": list(data["tokens"])}
+    atomic_write_text(path, json.dumps(out, ensure_ascii=False, indent=0) + "\n")
+
+
+def load_tokens_json(path: Path, kind: str) -> dict[str, Any]:
+    """A vocabulary file's dict, its ``tokens`` checked against its checksum when it has one
+    (RunError naming the file otherwise: a model's ids would silently mean other tokens)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise RunError(f"{str(path)!r} is missing; the run directory is incomplete.") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunError(f"{str(path)!r} is not a valid rnnkit {kind} file.") from exc
+    except OSError as exc:
+        raise RunError(f"cannot read {kind} file {str(path)!r}: {exc.strerror}.") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
+        raise RunError(f"{str(path)!r} is not a valid rnnkit {kind} file.")
+    want = data.get(CHECKSUM)
+    if want is not None and want != tokens_sha256(map(str, data["tokens"])):
+        raise RunError(
+            f"{kind} file {str(path)!r} does not match its checksum ({CHECKSUM}): its tokens "
+            "were edited, reordered or swapped, so the model's ids would mean other tokens; "
+            "restore the file from a copy of the run."
+        )
+    return data

@@ -13,20 +13,25 @@
       metrics.jsonl      one JSON object per logged step or validation
 
 Every file is written to a temporary name, fsynced and renamed, so a crash never leaves a
-half-written file where a good one was. Weights are safetensors with a SHA-256 of the tensor
-data in the metadata, so a truncated or altered file is refused with a clear message.
+half-written file where a good one was; a checkpoint's files are all written before any is
+renamed, so a full disk leaves the previous checkpoint whole. Weights are safetensors with a
+SHA-256 of the tensor data in the metadata, so a truncated or altered file is refused with a
+clear message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
 import logging
 import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import IO, Any, cast
 
 import torch
 from safetensors import SafetensorError
@@ -97,12 +102,103 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def save_weights(model: torch.nn.Module, path: str | os.PathLike[str], **meta: str) -> None:
-    """Write the model's weights as safetensors, atomically, with a checksum."""
+def weights_bytes(model: torch.nn.Module, **meta: str) -> bytes:
+    """The model's weights as a safetensors file, with the checksum in its metadata."""
     tensors = _plain_state_dict(model)
     metadata = {"format": "pt", "sha256": _digest(tensors), **meta}
-    data = st_save(tensors, metadata=metadata)
-    atomic_write(path, lambda f: f.write(data))
+    return bytes(st_save(tensors, metadata=metadata))
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike[str], **meta: str) -> None:
+    """Write the model's weights as safetensors, atomically, with a checksum."""
+    data = weights_bytes(model, **meta)
+    with writing(path):
+        atomic_write(path, lambda f: f.write(data))
+
+
+def write_error(
+    exc: OSError, path: str | os.PathLike[str], what: str = "write", then: str = ""
+) -> RunError:
+    """A failed write (a full disk, a quota, a read-only folder or mount) as one sentence."""
+    reason = os.strerror(exc.errno).lower() if exc.errno else str(exc).rstrip(".")
+    return RunError(f"cannot {what} {str(path)!r}: {reason}{then}.")
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str], what: str = "write") -> Iterator[None]:
+    """Turn an OSError raised while writing ``path`` into a RunError naming it and the reason
+    (the file being written is left as it was: every write is atomic)."""
+    try:
+        yield
+    except OSError as exc:
+        raise write_error(exc, path, what) from exc
+
+
+def _stage(path: Path, write: Callable[[IO[bytes]], object]) -> str:
+    """Write a file through ``write(f)`` to a temporary name beside ``path``, fsynced;
+    returns that name (removed again if anything fails)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            # mkstemp makes the file 0600; give it the mode a plain open() would (umask)
+            mask = os.umask(0)
+            os.umask(mask)
+            os.fchmod(f.fileno(), 0o666 & ~mask)
+            os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def write_checkpoint(files: Sequence[tuple[Path, Callable[[IO[bytes]], object]]]) -> None:
+    """Write a checkpoint's files together: each to a temporary name first, and only once all
+    are written is each renamed over its old file. A full disk (or any failed write) leaves
+    the previous checkpoint's files as they were and no temporary file: RunError naming the
+    file and the reason."""
+    staged: list[tuple[str, Path]] = []
+    path = files[0][0] if files else Path()
+    try:
+        for path, write in files:
+            staged.append((_stage(path, write), path))
+        while staged:
+            tmp, path = staged[0]
+            os.replace(tmp, path)
+            staged.pop(0)
+    except OSError as exc:
+        raise write_error(
+            exc, path, "save the checkpoint to", "; the previous checkpoint is intact"
+        ) from exc
+    finally:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def check_weights_file(path: str | os.PathLike[str]) -> None:
+    """RunError unless the safetensors file ``path`` reads whole and its tensors match the
+    checksum in its metadata (a file written before checksums existed is only read)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+        tensors = st_load(raw)
+        header_len = int.from_bytes(raw[:8], "little")
+        metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__") or {}
+    except OSError as exc:
+        raise write_error(exc, p, "read") from exc
+    except (SafetensorError, ValueError, UnicodeDecodeError, AttributeError) as exc:
+        raise RunError(
+            f"{str(p)!r} is truncated or corrupt, so the run cannot be resumed safely; "
+            "restore it or start the run again."
+        ) from exc
+    if metadata.get("sha256") and metadata["sha256"] != _digest(tensors):
+        raise RunError(
+            f"{str(p)!r} is corrupt (its tensors do not match their checksum), so the run "
+            "cannot be resumed safely; restore it or start the run again."
+        )
 
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> dict[str, str]:
@@ -177,7 +273,8 @@ def choose_weights(path: Path, weights: str) -> tuple[Path, str | None]:
 
 
 def save_state(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    atomic_write(path, lambda f: torch.save(state, f))
+    with writing(path):
+        atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -217,7 +314,8 @@ def read_config(run: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def write_config(run: str | os.PathLike[str], config: dict[str, Any]) -> None:
-    atomic_write_json(Path(run) / CONFIG, config)
+    with writing(Path(run) / CONFIG):
+        atomic_write_json(Path(run) / CONFIG, config)
 
 
 @dataclass

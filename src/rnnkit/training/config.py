@@ -33,6 +33,11 @@ class TrainConfig:
     validation that improves by less than ``min_improvement``, keep the running mean of the
     weights (updated every ``average_every`` steps) and validate and save that mean (triggered
     averaging, NT-ASGD, Merity et al. 2018; here with any optimizer and schedule).
+    ``checkpoint_every`` also saves the resume state after every that many seconds of
+    training (0: only at validations and stops), bounding what a kill can lose.
+    ``recover``: on a non-finite loss or gradient, roll back to the last saved state, multiply
+    the learning rate by ``recover_lr_factor``, skip the offending batch and go on, up to this
+    many times in the run (0: stop with an error at the first, as before).
     """
 
     batch_size: int = 32
@@ -55,10 +60,22 @@ class TrainConfig:
     precision: str = "fp32"  # fp32, or bf16: autocast the training step to bfloat16
     average: bool = False  # average the weights once validation stalls (NT-ASGD)
     average_every: int = 10  # steps between updates of the mean (each reads every weight)
+    checkpoint_every: float = 0.0  # seconds of training between resume saves (0: off)
+    recover: int = 3  # divergences rolled back before the run stops (0: stop at the first)
+    recover_lr_factor: float = 0.5  # the learning rate's factor at each of those
 
     def validate(self) -> None:
         check_types(self, "training")
-        for name in ("lr", "min_improvement", "lr_decay", "clip", "weight_decay", "min_lr"):
+        for name in (
+            "lr",
+            "min_improvement",
+            "lr_decay",
+            "clip",
+            "weight_decay",
+            "min_lr",
+            "checkpoint_every",
+            "recover_lr_factor",
+        ):
             value = getattr(self, name)
             if value is not None and not math.isfinite(value):
                 raise ConfigError(
@@ -88,7 +105,7 @@ class TrainConfig:
                 raise ConfigError(
                     f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}."
                 )
-        for name in ("patience", "validate_every"):
+        for name in ("patience", "validate_every", "recover"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative.")
         if self.lr is not None and not self.lr > 0:
@@ -106,6 +123,14 @@ class TrainConfig:
             raise ConfigError(f"--lr-decay must be in (0, 1], not {self.lr_decay}.")
         if self.decay_after < 0:
             raise ConfigError(f"--decay-after must not be negative, not {self.decay_after}.")
+        if self.checkpoint_every < 0:
+            raise ConfigError(
+                f"--checkpoint-every must not be negative, not {self.checkpoint_every}."
+            )
+        if not 0.0 < self.recover_lr_factor <= 1.0:
+            raise ConfigError(
+                f"--recover-lr-factor must be in (0, 1], not {self.recover_lr_factor}."
+            )
         if self.min_improvement < 1.0:
             raise ConfigError(
                 f"--min-improvement must be at least 1.0, not {self.min_improvement}."

@@ -17,8 +17,15 @@ same step; rank 0 validates (the figures are broadcast) and alone writes the run
 
 After each epoch (and every ``validate_every`` steps) the model is validated, the schedule
 decides the learning rate and whether to stop, and the run directory is updated: the best
-weights by the task's metric, the last weights and the resume state. A stop between
-validations validates the final weights (see :meth:`Trainer._validate_at_stop`).
+weights by the task's metric, the last weights and the resume state (also after every
+``checkpoint_every`` seconds of training). A stop between validations validates the final
+weights (see :meth:`Trainer._validate_at_stop`).
+
+A non-finite loss or gradient is a divergence: with ``recover`` > 0 the Trainer rolls back to
+the state it last saved (kept in memory: weights, optimizer, schedule, RNG, data position,
+carry), multiplies the learning rate by ``recover_lr_factor``, skips the batch that diverged
+and goes on (see :meth:`Trainer._recover`); after ``recover`` recoveries, or with 0, the run
+stops with an error. Non-finite weights are never saved.
 """
 
 from __future__ import annotations
@@ -44,7 +51,16 @@ from tqdm import tqdm
 from rnnkit import distributed
 from rnnkit.errors import RnnkitError
 from rnnkit.tasks.base import Task
-from rnnkit.training.checkpoint import BEST, LAST, METRICS, STATE, save_state, save_weights
+from rnnkit.training.checkpoint import (
+    BEST,
+    LAST,
+    METRICS,
+    STATE,
+    check_weights_file,
+    weights_bytes,
+    write_checkpoint,
+    writing,
+)
 from rnnkit.training.config import TrainConfig
 from rnnkit.training.metrics import MetricsLog
 from rnnkit.training.schedule import ValidationSchedule
@@ -117,6 +133,26 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _cpu_copy(obj: Any) -> Any:
+    """A copy of a state (nested dicts, lists, tuples) with every tensor copied to the CPU:
+    the state_dicts of a module and an optimizer share their live tensors."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
+class _Diverged(Exception):
+    """A non-finite loss, gradient or weight: caught by the loop, which recovers or stops."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def _pack_carry(carry: Any) -> dict[str, torch.Tensor]:
@@ -205,6 +241,7 @@ class Trainer:
         self.seconds = 0.0  # training time over every call to fit (a resumed run's too)
         self.seconds_before_fit = 0.0
         self.carry: Any = None
+        self.ema = math.nan  # the smoothed training loss of metrics.jsonl's train records
         self.last_valid = math.nan
         # the task metric of the weights in model.safetensors (None: none validated yet);
         # kept apart from the schedule's best so a validation at a stop, which the schedule
@@ -217,6 +254,15 @@ class Trainer:
         self.paused = 0.0  # seconds spent in on_validation, left out of the clock
         self.total_steps = 0  # batches in all the epochs (set by fit)
         self.lock: Any = None  # the run directory's lock, held as long as this Trainer
+        # --recover: divergences so far, the batches skipped for them (epoch, index) and the
+        # product of the learning-rate factors applied; all in state.pt, and kept by a rollback
+        self.recoveries = 0
+        self.skip: set[tuple[int, int]] = set()
+        self.lr_scale = 1.0
+        self._good: dict[str, Any] | None = None  # the last saved local state, on the CPU
+        self._batch_at = (0, 0)  # the (epoch, index) of the batch of the latest step
+        self._grad_norm: torch.Tensor | None = None  # the latest step's, for the divergence check
+        self._saved_clock = 0.0  # _clock() at the latest save (--checkpoint-every)
         # --average: the running mean of the weights since validation first stalled
         self.averaged: AveragedModel | None = None
         # the total gradient norm before clipping of the last step (a tensor, so reading it
@@ -267,11 +313,12 @@ class Trainer:
         self.averaged.update_parameters(self.model)  # the mean starts at the current weights
 
     # -- the resume state ---------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """The resume state. Under DDP every rank must call it (it gathers): the carry is
-        put together from the ranks' shares into one process's (batch B), so state.pt is
-        the same whatever the number of ranks, and each rank's random state is kept."""
-        state = self._local_state_dict()
+    def state_dict(self, local: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The resume state (from ``local``, this rank's, when given). Under DDP every rank
+        must call it (it gathers): the carry is put together from the ranks' shares into one
+        process's (batch B), so state.pt is the same whatever the number of ranks, and each
+        rank's random state is kept."""
+        state = dict(self._local_state_dict() if local is None else local)
         if self.world.active:
             parts = distributed.gather((self._own_carry(state["hidden"]), state["rng"]))
             if parts is not None:
@@ -295,6 +342,10 @@ class Trainer:
                 "best_saved": self.best_saved,
                 "best_loss": self.best_loss,
                 "validated_step": self.validated_step,
+                "train_loss": self.ema,
+                "recoveries": self.recoveries,
+                "skip": [list(at) for at in sorted(self.skip)],
+                "lr_scale": self.lr_scale,
             },
             "hidden": _pack_carry(self.carry),
             "averaged": None
@@ -303,6 +354,9 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # the weights files eval and generate read must be whole before training goes on
+        # (state.pt holds its own weights: a damaged file would only be noticed later)
+        distributed.on_main(self.check_weights_files)  # under DDP: every rank stops
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -319,6 +373,11 @@ class Trainer:
             self.best_saved = best if math.isfinite(best) else None
         self.best_loss = float(pos.get("best_loss", self.schedule.best_loss))
         self.validated_step = int(pos.get("validated_step", -1))
+        self.ema = float(pos.get("train_loss", math.nan))
+        self.recoveries = int(pos.get("recoveries", 0))
+        self.skip = {(int(e), int(i)) for e, i in pos.get("skip", [])}
+        self.lr_scale = float(pos.get("lr_scale", 1.0))
+        self.schedule.initial_lr = self.config.learning_rate * self.lr_scale
         self.carry = _unpack_carry(self._my_carry(state["hidden"]), self.device)
         ranks = state.get("rng_ranks")
         if self.world.active and self.world.rank > 0:
@@ -332,8 +391,16 @@ class Trainer:
             self._start_averaging()
             assert self.averaged is not None
             self.averaged.load_state_dict(state["averaged"])
-        self.metrics.truncate_after(self.step)
+        with writing(self.metrics.path):
+            self.metrics.truncate_after(self.step)
         self.saved_step = self.step
+        self._good = None  # taken again at the start of fit
+
+    def check_weights_files(self) -> None:
+        """RunError naming model.safetensors or last.safetensors if either is damaged."""
+        for name in (BEST, LAST):
+            if (self.run / name).exists():
+                check_weights_file(self.run / name)
 
     def _own_carry(self, packed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
         """The carry of this rank's own rows, for state.pt: a stand-in's is not theirs (rows
@@ -360,17 +427,34 @@ class Trainer:
         ``validated`` False marks best weights that no validation has scored (metadata
         ``validated: no``): written only when a run stops before its first validation.
         """
+        if not self._weights_finite():
+            raise _Diverged("the weights are not finite")  # never saved
         meta = {"step": str(self.step)}
         self.saved_step = self.step
-        state = self.state_dict()  # under DDP every rank takes part; rank 0 alone writes
+        self._saved_clock = self._clock()
+        local = self._local_state_dict()
+        if self.config.recover:
+            self._good = _cpu_copy(local)  # the state a divergence rolls back to
+        state = self.state_dict(local)  # under DDP every rank takes part; rank 0 alone writes
         if not self.writes:
             return
+        files = []
         if best:
-            save_weights(
-                self.scored_model, self.run / BEST, **meta, validated="yes" if validated else "no"
-            )
-        save_weights(self.scored_model, self.run / LAST, **meta)
-        save_state(state, self.run / STATE)
+            validated_meta = {**meta, "validated": "yes" if validated else "no"}
+            best_data = weights_bytes(self.scored_model, **validated_meta)
+            files.append((self.run / BEST, lambda f: f.write(best_data)))
+        last_data = weights_bytes(self.scored_model, **meta)
+        files.append((self.run / LAST, lambda f: f.write(last_data)))
+        files.append((self.run / STATE, lambda f: torch.save(state, f)))
+        # all written before any is renamed: a full disk leaves the previous checkpoint whole
+        write_checkpoint(files)
+
+    def _weights_finite(self) -> bool:
+        tensors = [p.detach() for p in self.model.parameters()]
+        if self.averaged is not None:
+            tensors += [p.detach() for p in self.scored_model.parameters()]
+        flags = torch.stack([torch.isfinite(t).all() for t in tensors]) if tensors else None
+        return flags is None or bool(flags.all())
 
     # -- one step and one validation ----------------------------------------------------
     def train_step(self) -> float:
@@ -388,13 +472,19 @@ class Trainer:
             loss, units, objective = self._agree(loss, 0 if self.task.shard_padding else units)
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
+        self._grad_norm = None
         if self.config.clip > 0:
             self.last_grad_norm = torch.nn.utils.clip_grad_norm_(
                 self.model.parameters(), self.config.clip
             )
-        elif self.record_grad_norm:
+            self._grad_norm = self.last_grad_norm
+        elif self.record_grad_norm or self.config.recover:
+            # --recover needs the norm even unclipped: a non-finite gradient with a finite
+            # loss would poison the weights, and the next batch would be blamed for it
             grads = [q.grad for q in self.model.parameters() if q.grad is not None]
-            self.last_grad_norm = torch.nn.utils.get_total_norm(grads)
+            self._grad_norm = torch.nn.utils.get_total_norm(grads) if grads else None
+            if self.record_grad_norm:
+                self.last_grad_norm = self._grad_norm
         self.optimizer.step()
         self.step += 1
         # every few steps: one update reads and writes every weight (for a word LM mostly
@@ -470,7 +560,6 @@ class Trainer:
         self.seconds_before_fit = self.seconds
         total_steps = self.total_steps = sum(self.task.num_batches(e) for e in range(cfg.epochs))
         stopped = ""
-        ema = math.nan
         bar = tqdm(
             total=total_steps,
             initial=min(self.step, total_steps),
@@ -480,7 +569,9 @@ class Trainer:
             dynamic_ncols=True,
             leave=False,
         )
-        self._start, self.agreed_clock = start, 0.0
+        self._start, self.agreed_clock, self._saved_clock = start, 0.0, 0.0
+        if self._good is None and cfg.recover and self._weights_finite():
+            self._good = _cpu_copy(self._local_state_dict())  # as state.pt holds it
         with _InterruptFlag(grace=2.0 if self.world.active else 0.0) as interrupt, bar:
             self._interrupt = interrupt
             while not stopped:
@@ -489,55 +580,21 @@ class Trainer:
                     break
                 if self.window == 0:
                     self.carry = None  # a_0 = 0 at the start of each pass over the data
-                if cfg.lr_schedule == "linear":
-                    self._set_lr(self.schedule.at_progress(self._progress(start, max_time)))
-                loss = self.train_step()
-                if on_step is not None:
-                    on_step(self, loss)
-                if not math.isfinite(loss):
-                    raise RnnkitError(
-                        f"training diverged at step {self.step} (the loss is {loss}); lower "
-                        "--lr or use --clip. The run keeps its last good checkpoint."
+                try:
+                    stopped = self._one_batch(
+                        bar, start, start_tokens, max_time, max_steps, on_step
                     )
-                ema = loss if math.isnan(ema) else 0.95 * ema + 0.05 * loss
-                bar.update(1)
-                epoch_batches = self.windows
-                end_of_epoch = self.window >= epoch_batches
-                if end_of_epoch:
-                    self.epoch += 1
-                    self.window = 0
-                elapsed = time.perf_counter() - start - self.paused
-                self.seconds = self.seconds_before_fit + elapsed
-                if self.step % cfg.log_every == 0 or end_of_epoch:
-                    tps = (self.tokens - start_tokens) / max(elapsed, 1e-9)
-                    bar.set_postfix_str(self._postfix(ema, tps), refresh=False)
-                    self.metrics.append(
-                        {
-                            "kind": "train",
-                            "step": self.step,
-                            "epoch": self.epoch + self.window / epoch_batches,
-                            "tokens": self.tokens,
-                            "time": round(elapsed, 3),
-                            "lr": self.schedule.lr,
-                            "train_loss": ema,
-                            "tokens_per_second": round(tps, 1),
-                        }
-                    )
-                if end_of_epoch or (cfg.validate_every and self.step % cfg.validate_every == 0):
-                    stopped = self._validate_and_save(bar, start)
-                if not stopped:
-                    # under DDP: what the ranks agreed on at this step's all-reduce
-                    signum = self.agreed_signal if self.ddp else interrupt.set and interrupt.signum
-                    if signum:
-                        stopped = "interrupted" if signum == signal.SIGINT else "terminated"
-                    elif max_steps is not None and self.step >= max_steps:
-                        stopped = f"reached --max-steps {max_steps}"
-                    elif max_time is not None and self._clock() >= max_time:
-                        stopped = f"reached --max-time {max_time:g} s"
-            if self.saved_step != self.step:
-                self.save_checkpoint()
-            if self.validated_step != self.step:
-                self._validate_at_stop(stopped)
+                except _Diverged as exc:
+                    self._recover(exc.reason)
+                    bar.n = min(self.step, total_steps)
+                    bar.refresh()
+            try:
+                if self.saved_step != self.step:
+                    self.save_checkpoint()
+                if self.validated_step != self.step:
+                    self._validate_at_stop(stopped)
+            except _Diverged as exc:  # only non-finite weights at a stop: nothing is saved
+                raise self._diverged_error(exc.reason) from None
             # under DDP no rank leaves before rank 0 has written: torchrun ends the others
             # when the first rank exits, and a run stopped by a signal exits with 130 or 143
             distributed.barrier()
@@ -556,6 +613,157 @@ class Trainer:
             unit=self.unit,
             interrupted=stopped in ("interrupted", "terminated"),
         )
+
+    def _one_batch(
+        self,
+        bar: Any,
+        start: float,
+        start_tokens: int,
+        max_time: float | None,
+        max_steps: int | None,
+        on_step: Callable[[Trainer, float], None] | None,
+    ) -> str:
+        """Train on the next batch (or pass over one skipped by a recovery), log, validate and
+        save as due; return why training stops ("" to go on). _Diverged on a divergence."""
+        cfg = self.config
+        self._batch_at = (self.epoch, self.window)
+        trained = self._batch_at not in self.skip
+        if trained:
+            if cfg.lr_schedule == "linear":
+                self._set_lr(self.schedule.at_progress(self._progress(start, max_time)))
+            loss = self.train_step()
+            if on_step is not None:
+                on_step(self, loss)
+            norm = math.nan if self._grad_norm is None else float(self._grad_norm)
+            if not math.isfinite(loss):
+                raise _Diverged(f"the loss is {loss}")
+            if self._grad_norm is not None and not math.isfinite(norm):
+                raise _Diverged(f"the gradient norm is {norm}")
+            self.ema = loss if math.isnan(self.ema) else 0.95 * self.ema + 0.05 * loss
+        else:
+            # a batch where training diverged once: passed over, and for the stream language
+            # model the hidden state starts again from zeros after the gap in the text
+            self.window += 1
+            self.carry = None
+        bar.update(1)
+        epoch_batches = self.windows
+        end_of_epoch = self.window >= epoch_batches
+        if end_of_epoch:
+            self.epoch += 1
+            self.window = 0
+        elapsed = time.perf_counter() - start - self.paused
+        self.seconds = self.seconds_before_fit + elapsed
+        if trained and (self.step % cfg.log_every == 0 or end_of_epoch):
+            tps = (self.tokens - start_tokens) / max(elapsed, 1e-9)
+            bar.set_postfix_str(self._postfix(self.ema, tps), refresh=False)
+            self._append(
+                {
+                    "kind": "train",
+                    "step": self.step,
+                    "epoch": self.epoch + self.window / epoch_batches,
+                    "tokens": self.tokens,
+                    "time": round(self.seconds, 3),  # over every call to fit: a resumed run's too
+                    "lr": self.schedule.lr,
+                    "train_loss": self.ema,
+                    "tokens_per_second": round(tps, 1),
+                }
+            )
+        stopped = ""
+        validate = trained and cfg.validate_every and self.step % cfg.validate_every == 0
+        if end_of_epoch or validate:
+            stopped = self._validate_and_save(bar, start)
+        elif cfg.checkpoint_every and self._clock() - self._saved_clock >= cfg.checkpoint_every:
+            self.save_checkpoint()  # --checkpoint-every: what a kill can lose is bounded
+        if not stopped:
+            interrupt = self._interrupt
+            # under DDP: what the ranks agreed on at this step's all-reduce
+            signum = (
+                self.agreed_signal
+                if self.ddp
+                else interrupt is not None and interrupt.set and interrupt.signum
+            )
+            if signum:
+                stopped = "interrupted" if signum == signal.SIGINT else "terminated"
+            elif max_steps is not None and self.step >= max_steps:
+                stopped = f"reached --max-steps {max_steps}"
+            elif max_time is not None and self._clock() >= max_time:
+                stopped = f"reached --max-time {max_time:g} s"
+        return stopped
+
+    def _append(self, record: dict[str, Any]) -> None:
+        with writing(self.metrics.path):
+            self.metrics.append(record)
+
+    def _diverged_error(self, reason: str) -> RnnkitError:
+        after = (
+            f" after {self.recoveries} recoveries (--recover {self.config.recover})"
+            if self.recoveries
+            else ""
+        )
+        return RnnkitError(
+            f"training diverged at step {self.step} ({reason}){after}; lower --lr or use "
+            "--clip. The run keeps its last good checkpoint."
+        )
+
+    def _recover(self, reason: str) -> None:
+        """A divergence at this step: roll back to the last saved state, lower the learning
+        rate by ``recover_lr_factor``, mark the batch to be skipped, record it and go on; or,
+        after ``recover`` recoveries (or with no good state to go back to), stop with an error.
+
+        The rolled-back state is the one state.pt holds, so a run killed after a recovery
+        resumes as if never killed: the recovery is saved at once (its skipped batch, its
+        learning rate and its count are in state.pt) and its record kept.
+        """
+        cfg = self.config
+        if self.recoveries >= cfg.recover or self._good is None:
+            raise self._diverged_error(reason)
+        diverged_step, (epoch, index) = self.step, self._batch_at
+        self._rollback(_cpu_copy(self._good))
+        self.recoveries += 1
+        self.skip.add((epoch, index))
+        self.lr_scale *= cfg.recover_lr_factor
+        self.schedule.initial_lr *= cfg.recover_lr_factor  # what linear and step start from
+        self.schedule.lr *= cfg.recover_lr_factor
+        self._set_lr(self.schedule.lr)
+        record = {
+            "kind": "recover",
+            "step": self.step,  # the step rolled back to: later records replay what follows
+            "lr": self.schedule.lr,
+            "reason": f"{reason} at step {diverged_step}",
+            "diverged_step": diverged_step,
+            "skipped": {"epoch": epoch, "batch": index},
+        }
+        with writing(self.metrics.path):
+            self.metrics.truncate_after(self.step)
+        self._append(record)
+        self.log(
+            f"step {diverged_step}: training diverged ({reason}); rolled back to step "
+            f"{self.step}, learning rate {self.schedule.lr:.3g}, skipping batch {index} of "
+            f"epoch {epoch + 1} (recovery {self.recoveries} of {cfg.recover})"
+        )
+        self.save_checkpoint()
+
+    def _rollback(self, state: dict[str, Any]) -> None:
+        """Back to a local state (this rank's own carry and random state); the recoveries,
+        the skipped batches and the learning-rate factor are kept."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        _set_rng_state(state["rng"])
+        pos = state["position"]
+        self.step, self.epoch, self.window = int(pos["step"]), int(pos["epoch"]), int(pos["window"])
+        self.tokens, self.last_valid = int(pos["tokens"]), float(pos["last_valid"])
+        self.best_saved = None if pos["best_saved"] is None else float(pos["best_saved"])
+        self.best_loss = float(pos["best_loss"])
+        self.validated_step = int(pos["validated_step"])
+        self.ema = float(pos["train_loss"])
+        self.carry = _unpack_carry(state["hidden"], self.device)
+        self.averaged = None
+        if state.get("averaged") is not None:
+            self._start_averaging()
+            assert self.averaged is not None
+            self.averaged.load_state_dict(state["averaged"])
+        self.saved_step = self.step
 
     def _progress(self, start: float, max_time: float | None) -> float:
         """The share of the budget spent: of the steps in ``epochs``, or of the seconds
@@ -599,14 +807,15 @@ class Trainer:
         self.validated_step = self.step
         keep = self._keep_if_best(figures)
         record = self._record("final", figures, keep)
-        self.metrics.append(record)
+        self._append(record)
         self.log(self._describe(figures, keep, "final valid"))
         self.save_checkpoint(best=keep)
 
     def _keep_if_best(self, figures: dict[str, float]) -> bool:
         """Whether these weights beat model.safetensors by the task's metric (and note it)."""
         value = figures[self.task.metric]
-        keep = self.task.better(value, self.best_saved)
+        # a non-finite figure (weights that overflow in evaluation) is never the best
+        keep = math.isfinite(value) and self.task.better(value, self.best_saved)
         if keep:
             self.best_saved, self.best_loss = value, figures["loss"]
         return keep
@@ -644,8 +853,11 @@ class Trainer:
         self._set_lr(self.schedule.lr)
         keep = self._keep_if_best(figures)
         record = self._record("valid", figures, keep)
-        record["time"] = round(time.perf_counter() - start - self.paused, 3)
-        self.metrics.append(record)
+        # seconds of training over every call to fit, as the train records count them
+        record["time"] = round(
+            self.seconds_before_fit + time.perf_counter() - start - self.paused, 3
+        )
+        self._append(record)
         self.log(self._describe(figures, keep) + f", lr {self.schedule.lr:.3g}")
         if self.config.average and self.averaged is None and stalled and not stop:
             self._start_averaging()
