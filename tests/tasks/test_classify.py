@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnnkit.errors import DataError
+from rnnkit.errors import DataError, RunError
 from rnnkit.tasks.classify import ClassifyTask
 from rnnkit.text.labeled import LabeledText
 
@@ -85,9 +85,17 @@ def test_unknown_label_and_empty_input_are_data_errors() -> None:
 def test_vocabularies_round_trip_through_a_run_folder(tmp_path: Path) -> None:
     t = task()
     t.save_vocabularies(tmp_path)
-    assert json.loads((tmp_path / "labels.json").read_text()) == ["neg", "pos"]
+    saved = json.loads((tmp_path / "labels.json").read_text())
+    assert saved["tokens"] == ["neg", "pos"] and len(saved["tokens_sha256"]) == 64
     loaded = ClassifyTask.load_vocabularies(tmp_path)
     assert loaded.labels == t.labels and loaded.vocab is not None
+    # swapped labels would swap every prediction: refused, naming the file
+    (tmp_path / "labels.json").write_text(json.dumps({**saved, "tokens": ["pos", "neg"]}))
+    with pytest.raises(RunError, match="labels.json.*does not match its checksum"):
+        ClassifyTask.load_vocabularies(tmp_path)
+    (tmp_path / "labels.json").write_text(json.dumps(["neg", "pos"]))  # as before 0.2
+    assert ClassifyTask.load_vocabularies(tmp_path).labels == ["neg", "pos"]
+    t.save_vocabularies(tmp_path)
     assert loaded.vocab.tokens == (t.vocab.tokens if t.vocab else None)
     torch.manual_seed(0)
     model = t.build_model({"hidden_size": 4})

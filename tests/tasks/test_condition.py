@@ -309,3 +309,20 @@ def test_vector_width_at_generate_time(tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 2
     assert_one_sentence(err, "wide.npy", "2 rows", "10 lines")
     assert (run / "model.safetensors").read_bytes() == before
+
+
+def test_swapped_labels_are_refused_and_old_label_lists_load(
+    label_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(label_run, run)
+    saved = json.loads((run / "conditions.json").read_text())
+    assert saved["tokens"] == ["neg", "pos"] and len(saved["tokens_sha256"]) == 64
+    (run / "conditions.json").write_text(json.dumps({**saved, "tokens": ["pos", "neg"]}))
+    code, _, err = run_main(["condition", "generate", run, "--label", "pos", "--greedy"], capsys)
+    assert code == 2
+    assert_one_sentence(err, "conditions.json", "checksum")
+    (run / "conditions.json").write_text(json.dumps(["neg", "pos"]))  # as written before 0.2
+    assert condition.generate(run, "pos", greedy=True) == [SENTENCES["pos"]]

@@ -7,7 +7,7 @@ length-sorted pools, so padding stays low and batch ``index`` of ``epoch`` is th
 call (exact resume). The loss is the model's mean cross-entropy, in nats per sentence.
 
 Run directory files (beside config.json and the weights): ``vocab.json`` (text: the words),
-``labels.json`` (the class names in id order, a JSON list), ``features.json`` (audio: the
+``labels.json`` (the class names in id order with their checksum, as a vocabulary file), ``features.json`` (audio: the
 feature settings and the training set's per-feature mean and std, plain JSON lists).
 
 The caller chooses the split: :meth:`ClassifyTask.from_examples` takes train and valid
@@ -34,7 +34,7 @@ from rnnkit.errors import ConfigError, DataError, RunError
 from rnnkit.models.classifier import ClassifierConfig, SequenceClassifier
 from rnnkit.tasks.base import Task, pooled_batches
 from rnnkit.text.labeled import LabeledText, read_labeled
-from rnnkit.text.vocab import UNK, Vocab
+from rnnkit.text.vocab import UNK, Vocab, load_tokens_json, save_tokens_json
 from rnnkit.utils import atomic_write_json
 
 if TYPE_CHECKING:
@@ -306,13 +306,15 @@ class ClassifyTask(Task):
             self.vocab.save(d / "vocab.json")
         if self.features is not None:
             atomic_write_json(d / "features.json", self.features.to_dict())
-        atomic_write_json(d / "labels.json", self.labels)
+        save_tokens_json(d / "labels.json", {"tokens": self.labels})  # with their checksum
 
     @classmethod
     def load_vocabularies(cls, run_dir: str | os.PathLike[str], **kwargs: Any) -> ClassifyTask:
         """A task without data (for predict and evaluate) from a run directory's files."""
         d = Path(run_dir)
         labels = _read_json(d / "labels.json")
+        if isinstance(labels, dict):  # {"tokens_sha256", "tokens"}; a bare list before 0.2
+            labels = load_tokens_json(d / "labels.json", "label list")["tokens"]
         if not isinstance(labels, list) or not all(isinstance(c, str) for c in labels):
             raise RunError(f"{str(d / 'labels.json')!r} is not a JSON list of label names.")
         if (d / "features.json").exists():

@@ -10,7 +10,8 @@ Two kinds of data, one example each:
 
 The word vocabulary (``<unk>``, ``<s>``, ``</s>``, then the training words) comes from the
 training targets only and is saved as ``vocab.json``; the conditions as
-``conditions.json``: the label names in id order (a JSON list), or ``{"vector_size": D}``.
+``conditions.json``: the label names in id order (as a vocabulary file, with their checksum),
+or ``{"vector_size": D}``.
 
 Training batches are shuffled per epoch with ``numpy.random.default_rng(seed + epoch)`` and
 cut from length-sorted pools, so padding stays low and batch ``index`` of ``epoch`` is the
@@ -44,7 +45,7 @@ from rnnkit.tasks.classify import fraction_split
 from rnnkit.text.labeled import LabeledText, _lines
 from rnnkit.text.reading import check_readable
 from rnnkit.text.tokenize import check_tokenizer, tokenize
-from rnnkit.text.vocab import BOS, EOS, UNK, Vocab
+from rnnkit.text.vocab import BOS, EOS, UNK, Vocab, load_tokens_json, save_tokens_json
 from rnnkit.utils import atomic_write_json
 
 IGNORE = -100  # the target id of padding (F.cross_entropy's ignore_index)
@@ -332,8 +333,10 @@ class ConditionTask(Task):
         d = Path(run_dir)
         d.mkdir(parents=True, exist_ok=True)
         self.vocab.save(d / "vocab.json")
-        data: Any = self.labels if self.labels is not None else {"vector_size": self.vector_size}
-        atomic_write_json(d / CONDITIONS, data)
+        if self.labels is not None:  # with their checksum, as a vocabulary file
+            save_tokens_json(d / CONDITIONS, {"tokens": self.labels})
+        else:
+            atomic_write_json(d / CONDITIONS, {"vector_size": self.vector_size})
 
     @classmethod
     def load_vocabularies(cls, run_dir: str | os.PathLike[str], **kwargs: Any) -> ConditionTask:
@@ -347,6 +350,8 @@ class ConditionTask(Task):
         except (ValueError, UnicodeDecodeError) as exc:
             raise RunError(f"{str(path)!r} is not valid JSON.") from exc
         vocab = Vocab.load(d / "vocab.json")
+        if isinstance(data, dict) and "tokens" in data:  # a bare list before 0.2
+            data = load_tokens_json(path, "label list")["tokens"]
         if isinstance(data, list) and data and all(isinstance(c, str) for c in data):
             return cls(vocab, labels=data, **kwargs)
         size = data.get("vector_size") if isinstance(data, dict) else None
