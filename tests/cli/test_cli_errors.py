@@ -232,3 +232,24 @@ def test_sigterm_before_training_begins_exits_143_with_nothing_made(
     assert code == 143 and err.strip() == "rnnkit: terminated (SIGTERM)"
     assert not (tmp_path / "run").exists()
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_resume_with_a_config_whose_shapes_the_state_does_not_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    data = Path(__file__).resolve().parent.parent / "data"
+    run = tmp_path / "run"
+    shutil.copytree(data / "run_v0_1_0", run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["model"]["hidden_size"] += 1
+    cfg["data"]["corpus"] = str(data / "run_v0_1_0.corpus.txt")
+    (run / "config.json").write_text(json.dumps(cfg))
+    before = digest(run)
+    code, _, err = run_main(["train", "--resume", run, "--no-progress"], capsys)
+    assert code == 2
+    assert_one_sentence(err, "state.pt", "shape", "config.json")
+    after = digest(run)
+    after.pop(".lock", None)  # the run's lock, taken to resume: empty, and no run file
+    assert after == before

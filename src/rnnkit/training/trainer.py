@@ -49,7 +49,7 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from rnnkit import distributed
-from rnnkit.errors import RnnkitError
+from rnnkit.errors import RnnkitError, RunError
 from rnnkit.tasks.base import Task
 from rnnkit.training.checkpoint import (
     BEST,
@@ -357,6 +357,7 @@ class Trainer:
         # the weights files eval and generate read must be whole before training goes on
         # (state.pt holds its own weights: a damaged file would only be noticed later)
         distributed.on_main(self.check_weights_files)  # under DDP: every rank stops
+        self._check_shapes(state["model"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -395,6 +396,18 @@ class Trainer:
             self.metrics.truncate_after(self.step)
         self.saved_step = self.step
         self._good = None  # taken again at the start of fit
+
+    def _check_shapes(self, saved: dict[str, torch.Tensor]) -> None:
+        """RunError when state.pt's weights do not fit the model config.json describes (an
+        edited config.json), instead of torch's size-mismatch traceback."""
+        wanted = self.model.state_dict()
+        for name, tensor in saved.items():
+            if name in wanted and tuple(tensor.shape) != tuple(wanted[name].shape):
+                raise RunError(
+                    f"{str(self.run / STATE)!r} holds {name!r} with shape "
+                    f"{tuple(tensor.shape)} but config.json's model needs "
+                    f"{tuple(wanted[name].shape)}; restore config.json to resume this run."
+                )
 
     def check_weights_files(self) -> None:
         """RunError naming model.safetensors or last.safetensors if either is damaged."""
