@@ -498,6 +498,20 @@ def _input_bytes(file: str | os.PathLike[str]) -> int | None:
     return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
+def _word_run(
+    run: str | os.PathLike[str] | LoadedRun, device: str | None, weights: str
+) -> LoadedRun:
+    """The run to score sentences with: a word-level one (RunError for a character model)."""
+    loaded = _as_run(run, device, weights)
+    if loaded.vocab.level != "word" or loaded.vocab.eos_id is None:
+        raise RunError(
+            f"run {str(loaded.path)!r} is a character-level model, but score gives sentence "
+            "probabilities over words; train one with --level word (rnnkit eval gives bits per "
+            "character)."
+        )
+    return loaded
+
+
 def _evaluate_streaming(
     loaded: LoadedRun,
     file: str | os.PathLike[str],
@@ -654,14 +668,8 @@ def score(
             name, lines, [ln.split() for ln in lines], _arpa(run).score_sentences(lines)
         )
     check_interpolation_flags(ngram, lam, tune_lambda)
-    loaded = _as_run(run, device, weights)
+    loaded = _word_run(run, device, weights)
     vocab = loaded.vocab
-    if vocab.level != "word" or vocab.eos_id is None:
-        raise RunError(
-            f"run {str(loaded.path)!r} is a character-level model, but score gives sentence "
-            "probabilities over words; train one with --level word (rnnkit eval gives bits per "
-            "character)."
-        )
     dev = next(loaded.model.parameters()).device
     result = score_lines(loaded.model, vocab, lines, batch_size=batch_size, device=dev, file=name)
     if ngram is None:
@@ -732,14 +740,8 @@ def score_stream(
         result.file = name
         return _stream_of(result, per_token)
     check_interpolation_flags(ngram, lam, tune_lambda)
-    loaded = _as_run(run, device, weights)
+    loaded = _word_run(run, device, weights)
     vocab = loaded.vocab
-    if vocab.level != "word" or vocab.eos_id is None:
-        raise RunError(
-            f"run {str(loaded.path)!r} is a character-level model, but score gives sentence "
-            "probabilities over words; train one with --level word (rnnkit eval gives bits per "
-            "character)."
-        )
     dev = next(loaded.model.parameters()).device
     mix = None
     if ngram is not None:

@@ -358,13 +358,7 @@ class Trainer:
         # (state.pt holds its own weights: a damaged file would only be noticed later)
         distributed.on_main(self.check_weights_files)  # under DDP: every rank stops
         self._check_shapes(state["model"])
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        _set_rng_state(state["rng"])
-        pos = state["position"]
-        self.step, self.epoch, self.window = int(pos["step"]), int(pos["epoch"]), int(pos["window"])
-        self.tokens, self.last_valid = int(pos["tokens"]), float(pos["last_valid"])
+        pos = self._restore(state)
         self.seconds = float(pos.get("seconds", 0.0))
         if "best_saved" in pos:
             self.best_saved = None if pos["best_saved"] is None else float(pos["best_saved"])
@@ -756,9 +750,9 @@ class Trainer:
         )
         self.save_checkpoint()
 
-    def _rollback(self, state: dict[str, Any]) -> None:
-        """Back to a local state (this rank's own carry and random state); the recoveries,
-        the skipped batches and the learning-rate factor are kept."""
+    def _restore(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Weights, optimizer, schedule, random state and data position from ``state`` (a
+        resume's and a rollback's common part); returns the position record."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -766,6 +760,12 @@ class Trainer:
         pos = state["position"]
         self.step, self.epoch, self.window = int(pos["step"]), int(pos["epoch"]), int(pos["window"])
         self.tokens, self.last_valid = int(pos["tokens"]), float(pos["last_valid"])
+        return pos
+
+    def _rollback(self, state: dict[str, Any]) -> None:
+        """Back to a local state (this rank's own carry and random state); the recoveries,
+        the skipped batches and the learning-rate factor are kept."""
+        pos = self._restore(state)
         self.best_saved = None if pos["best_saved"] is None else float(pos["best_saved"])
         self.best_loss = float(pos["best_loss"])
         self.validated_step = int(pos["validated_step"])
