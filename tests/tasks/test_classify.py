@@ -91,7 +91,7 @@ def test_vocabularies_round_trip_through_a_run_folder(tmp_path: Path) -> None:
     assert loaded.labels == t.labels and loaded.vocab is not None
     # swapped labels would swap every prediction: refused, naming the file
     (tmp_path / "labels.json").write_text(json.dumps({**saved, "tokens": ["pos", "neg"]}))
-    with pytest.raises(RunError, match="labels.json.*does not match its checksum"):
+    with pytest.raises(RunError, match=r"labels\.json.*does not match its checksum"):
         ClassifyTask.load_vocabularies(tmp_path)
     (tmp_path / "labels.json").write_text(json.dumps(["neg", "pos"]))  # as before 0.2
     assert ClassifyTask.load_vocabularies(tmp_path).labels == ["neg", "pos"]
