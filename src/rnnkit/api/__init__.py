@@ -512,6 +512,27 @@ def _word_run(
     return loaded
 
 
+def _interpolation_weight(
+    loaded: LoadedRun,
+    model: Any,
+    lam: float | None,
+    tune_lambda: str | os.PathLike[str] | None,
+    batch_size: int,
+    dev: torch.device,
+) -> float:
+    """The RNN's weight for score and score_stream: tuned on ``tune_lambda``'s text when given,
+    else ``lam`` or the default, checked."""
+    if tune_lambda is not None:
+        valid_lines = _lines(tune_lambda, "--tune-lambda")
+        rnn = score_lines(loaded.model, loaded.vocab, valid_lines, batch_size=batch_size,
+                          device=dev)  # fmt: skip
+        lam, _ = tune_lambda_weight(
+            rnn.scores.token_log10,
+            _aligned_scores(model, valid_lines, rnn, tune_lambda).token_log10,
+        )
+    return check_lambda(DEFAULT_LAMBDA if lam is None else lam)
+
+
 def _evaluate_streaming(
     loaded: LoadedRun,
     file: str | os.PathLike[str],
@@ -675,14 +696,7 @@ def score(
     if ngram is None:
         return result
     model = _arpa(ngram)
-    if tune_lambda is not None:
-        valid_lines = _lines(tune_lambda, "--tune-lambda")
-        rnn = score_lines(loaded.model, vocab, valid_lines, batch_size=batch_size, device=dev)
-        lam, _ = tune_lambda_weight(
-            rnn.scores.token_log10,
-            _aligned_scores(model, valid_lines, rnn, tune_lambda).token_log10,
-        )
-    lam = check_lambda(DEFAULT_LAMBDA if lam is None else lam)
+    lam = _interpolation_weight(loaded, model, lam, tune_lambda, batch_size, dev)
     ng = _aligned_scores(model, lines, result, name)
     mixed = interpolate_log10(result.scores.token_log10, ng.token_log10, lam)
     result.scores = dataclasses.replace(result.scores, token_log10=mixed)
@@ -746,14 +760,7 @@ def score_stream(
     mix = None
     if ngram is not None:
         model = _arpa(ngram)
-        if tune_lambda is not None:
-            valid_lines = _lines(tune_lambda, "--tune-lambda")
-            rnn = score_lines(loaded.model, vocab, valid_lines, batch_size=batch_size, device=dev)
-            lam, _ = tune_lambda_weight(
-                rnn.scores.token_log10,
-                _aligned_scores(model, valid_lines, rnn, tune_lambda).token_log10,
-            )
-        weight = check_lambda(DEFAULT_LAMBDA if lam is None else lam)
+        weight = _interpolation_weight(loaded, model, lam, tune_lambda, batch_size, dev)
 
         def mix(block: list[str], scores: SentenceScores) -> SentenceScores:
             ng = model.score_sentences(block)
