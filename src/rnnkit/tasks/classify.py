@@ -34,7 +34,7 @@ from rnnkit.errors import ConfigError, DataError, RunError
 from rnnkit.models.classifier import ClassifierConfig, SequenceClassifier
 from rnnkit.tasks.base import Task, pooled_batches
 from rnnkit.text.labeled import LabeledText, read_labeled
-from rnnkit.text.vocab import UNK, Vocab, load_tokens_json, save_tokens_json
+from rnnkit.text.vocab import UNK, Vocab, check_tokens, save_tokens_json
 from rnnkit.utils import atomic_write_json
 
 if TYPE_CHECKING:
@@ -314,7 +314,7 @@ class ClassifyTask(Task):
         d = Path(run_dir)
         labels = _read_json(d / "labels.json")
         if isinstance(labels, dict):  # {"tokens_sha256", "tokens"}; a bare list before 0.2
-            labels = load_tokens_json(d / "labels.json", "label list")["tokens"]
+            labels = check_tokens(labels, d / "labels.json", "label list")["tokens"]
         if not isinstance(labels, list) or not all(isinstance(c, str) for c in labels):
             raise RunError(f"{str(d / 'labels.json')!r} is not a JSON list of label names.")
         if (d / "features.json").exists():

@@ -45,7 +45,7 @@ from rnnkit.tasks.classify import fraction_split
 from rnnkit.text.labeled import LabeledText, _lines
 from rnnkit.text.reading import check_readable
 from rnnkit.text.tokenize import check_tokenizer, tokenize
-from rnnkit.text.vocab import BOS, EOS, UNK, Vocab, load_tokens_json, save_tokens_json
+from rnnkit.text.vocab import BOS, EOS, UNK, Vocab, check_tokens, save_tokens_json
 from rnnkit.utils import atomic_write_json
 
 IGNORE = -100  # the target id of padding (F.cross_entropy's ignore_index)
@@ -351,7 +351,7 @@ class ConditionTask(Task):
             raise RunError(f"{str(path)!r} is not valid JSON.") from exc
         vocab = Vocab.load(d / "vocab.json")
         if isinstance(data, dict) and "tokens" in data:  # a bare list before 0.2
-            data = load_tokens_json(path, "label list")["tokens"]
+            data = check_tokens(data, path, "label list")["tokens"]
         if isinstance(data, list) and data and all(isinstance(c, str) for c in data):
             return cls(vocab, labels=data, **kwargs)
         size = data.get("vector_size") if isinstance(data, dict) else None

@@ -149,6 +149,12 @@ def load_tokens_json(path: Path, kind: str) -> dict[str, Any]:
         raise RunError(f"{str(path)!r} is not a valid rnnkit {kind} file.") from exc
     except OSError as exc:
         raise RunError(f"cannot read {kind} file {str(path)!r}: {exc.strerror}.") from exc
+    return check_tokens(data, path, kind)
+
+
+def check_tokens(data: Any, path: Path, kind: str) -> dict[str, Any]:
+    """``data`` read from a vocabulary file at ``path``, checked: a dict with ``tokens``
+    that match its checksum when it has one (RunError naming the file otherwise)."""
     if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
         raise RunError(f"{str(path)!r} is not a valid rnnkit {kind} file.")
     want = data.get(CHECKSUM)
