@@ -172,6 +172,10 @@ def test_vector_conditioned_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 0, err
     assert json.loads(out)["perplexity"] < 1.2
     assert condition.generate(run, list(array[1]), greedy=True) == [SENTENCES["neg"]]
+    code, _, err = run_main(["condition", "generate", run, "--vectors", new, "--guidance", "0.5"],
+                            capsys)  # fmt: skip
+    assert code == 2
+    assert_one_sentence(err, "--guidance", "vectors")
 
 
 def test_stopped_and_resumed_ends_with_the_same_weights(tmp_path: Path) -> None:
