@@ -84,6 +84,7 @@ from rnnkit.training.checkpoint import (
     write_config,
 )
 from rnnkit.training.config import TrainConfig, from_dict
+from rnnkit.training.plan import Plan, measure_speed, plan_data, plan_model
 from rnnkit.training.trainer import Trainer, TrainResult
 from rnnkit.version import __version__
 
@@ -177,8 +178,13 @@ def train(
         data_kw["corpus"] = input_path(data_kw["corpus"], "corpus")
     if data_kw.get("valid") is not None:
         data_kw["valid"] = input_path(data_kw["valid"], "validation")
+    # the flags not given, fitted to the corpus and the budget (docs/defaults.md)
+    plan = Plan()
+    corpus_file = None if data_kw["corpus"] in BUILTIN_CORPORA else data_kw["corpus"]
+    plan_data(plan, corpus_file, data_kw.get("level", "char"), set(data_kw), max_time)
+    data_kw.update(plan.settings)
     data_cfg = from_dict(DataConfig, data_kw, "data")
-    train_cfg = from_dict(TrainConfig, train_kw, "training")
+    from_dict(TrainConfig, train_kw, "training")  # a bad flag fails before the corpus is read
     out_path = Path(out)
     main = distributed.world().is_main  # under torchrun, rank 0 alone checks and writes --out
     log = log if main else (lambda msg: None)
@@ -199,11 +205,25 @@ def train(
         model_kw["class_bounds"] = frequency_classes(
             counts, model_kw.get("classes") or default_classes(V)
         )
-    model_cfg = ModelConfig(vocab_size=len(data.vocab), **model_kw)
     log(
         f"{data_cfg.level} vocabulary {len(data.vocab):,}, train {len(data.train_ids):,} "
         f"and valid {len(data.valid_ids):,} tokens (read in {time.perf_counter() - t0:.1f} s)"
     )
+    ModelConfig(vocab_size=len(data.vocab), **model_kw)  # a bad flag fails before the probe
+    plan = distributed.broadcast(
+        distributed.on_main(
+            lambda: _plan_model(plan, data, data_cfg, model_kw, train_kw, dev, max_time)
+        )
+    )
+    chosen = {k: v for k, v in plan.settings.items() if k not in data_kw}
+    train_kw.update({k: v for k, v in chosen.items() if k in field_names(TrainConfig)})
+    model_kw.update({k: v for k, v in chosen.items() if k not in field_names(TrainConfig)})
+    if plan.settings:
+        log("chosen for this corpus and budget (a flag overrides each):")
+        for line in plan.summary():
+            log(line)
+    train_cfg = from_dict(TrainConfig, train_kw, "training")
+    model_cfg = ModelConfig(vocab_size=len(data.vocab), **model_kw)
 
     def lock_and_clear() -> RunLock:
         locked = lock or RunLock(out_path)  # before anything is removed or written
@@ -221,6 +241,8 @@ def train(
         "training": dataclasses.asdict(train_cfg),
         "stats": {"train_tokens": len(data.train_ids), "valid_tokens": len(data.valid_ids)},
     }
+    if plan.settings:
+        config["plan"] = plan.to_dict()
     if main:
         data.vocab.save(out_path / VOCAB)
     trainer = _make_trainer(model, data, data_cfg, train_cfg, out_path, dev, progress, log)
@@ -235,6 +257,45 @@ def train(
     )
     log(f"{shape}, {data_cfg.mode} mode, {model.num_parameters():,} parameters, on {dev}")
     return trainer.fit(max_time=max_time, max_steps=max_steps, on_validation=on_validation)
+
+
+def _plan_model(
+    plan: Plan,
+    data: PreparedData,
+    data_cfg: DataConfig,
+    model_kw: dict[str, Any],
+    train_kw: dict[str, Any],
+    dev: torch.device,
+    budget: float | None,
+) -> Plan:
+    """The model and training settings the flags leave unset, from a measured speed."""
+    t0 = time.perf_counter()
+    defaults = TrainConfig()
+
+    def speed(settings: dict[str, Any]) -> float:
+        batch = train_kw.get("batch_size") or plan.settings.get("batch_size", defaults.batch_size)
+        return measure_speed(
+            settings,
+            len(data.vocab),
+            data.train_ids,
+            batch,
+            train_kw.get("bptt", defaults.bptt),
+            dev,
+            bf16=train_kw.get("precision") == "bf16",
+        )
+
+    plan_model(
+        plan,
+        level=data_cfg.level,
+        vocab_size=len(data.vocab),
+        train_tokens=len(data.train_ids),
+        budget=budget,
+        model_kw=model_kw,
+        train_kw=train_kw,
+        speed=speed,
+    )
+    plan.probe_seconds = time.perf_counter() - t0
+    return plan
 
 
 def _make_trainer(

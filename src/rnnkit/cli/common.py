@@ -15,6 +15,7 @@ from rnnkit.choices import OPTIMIZERS, PRECISIONS, SCHEDULES
 TRAINING_SETTINGS = (
     "epochs", "batch_size", "bptt", "optimizer", "lr", "lr_schedule", "min_improvement",
     "lr_decay", "decay_after", "clip", "weight_decay", "patience", "min_lr", "validate_every",
+    "validate_seconds",
     "log_every", "eval_batch_size", "precision", "average", "average_every", "seed",
     "checkpoint_every", "recover", "recover_lr_factor",
 )  # fmt: skip
@@ -84,6 +85,14 @@ def add_training_flags(
         help="stop once the schedule lowers the learning rate below this (0: never) (0)",
     )
     g.add_argument("--validate-every", type=int, help="also validate every N steps (0: per epoch)")
+    g.add_argument(
+        "--validate-every-seconds",
+        type=float,
+        metavar="SECONDS",
+        dest="validate_seconds",
+        help="also validate after every SECONDS of training, validation kept to at most a "
+        "tenth of the time (0: off) (0)",
+    )
     g.add_argument("--log-every", type=int, help="log training loss every N steps (20)")
     g.add_argument("--eval-batch-size", type=int, help="batch columns for validation (16)")
     g.add_argument(

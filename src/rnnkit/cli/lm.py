@@ -40,7 +40,11 @@ def _register_train(subparsers: Any) -> None:
         "train",
         help="train a language model",
         description="Train an RNN language model on a UTF-8 text (default: built-in tiny "
-        "Shakespeare) into a run directory, or resume one.",
+        "Shakespeare) into a run directory, or resume one. With --max-time of a minute or "
+        "more, the flags left out are fitted to the corpus and the budget (model size from a "
+        "measured speed, output layer, dropout, a linear schedule ending at the budget, "
+        "validation paced by time), printed at the start and kept in config.json's plan "
+        "(docs/defaults.md); the defaults in brackets are for runs without a budget.",
     )
     p.add_argument("corpus_file", nargs="?", metavar="CORPUS", help="training text (UTF-8)")
     p.add_argument("--corpus", help="a built-in corpus name (shakespeare) or a file")

@@ -29,7 +29,10 @@ class TrainConfig:
     2020: the best use of a fixed budget, where halving on a noisy stall stops too early).
     ``patience`` stops after that many validations without a new best (0: never);
     ``min_lr`` stops once a validation leaves the rate below it (0: never; not ``linear``).
-    ``validate_every`` validates every N steps as well as after each epoch (0: epochs only). ``average``: from the first
+    ``validate_every`` validates every N steps as well as after each epoch (0: epochs only);
+    ``validate_seconds`` after every that many seconds of training as well, and never sooner
+    than nine times the last validation's own length after it (validation at most a tenth of
+    the time: a large validation text would otherwise eat the budget). ``average``: from the first
     validation that improves by less than ``min_improvement``, keep the running mean of the
     weights (updated every ``average_every`` steps) and validate and save that mean (triggered
     averaging, NT-ASGD, Merity et al. 2018; here with any optimizer and schedule).
@@ -54,6 +57,7 @@ class TrainConfig:
     patience: int = 5
     min_lr: float = 0.0  # stop once the schedule has lowered the rate below this (0: never)
     validate_every: int = 0
+    validate_seconds: float = 0.0  # also validate after this many seconds of training (0: off)
     log_every: int = 20
     eval_batch_size: int = 16
     seed: int = 1234
@@ -74,6 +78,7 @@ class TrainConfig:
             "weight_decay",
             "min_lr",
             "checkpoint_every",
+            "validate_seconds",
             "recover_lr_factor",
         ):
             value = getattr(self, name)
@@ -123,6 +128,10 @@ class TrainConfig:
             raise ConfigError(f"--lr-decay must be in (0, 1], not {self.lr_decay}.")
         if self.decay_after < 0:
             raise ConfigError(f"--decay-after must not be negative, not {self.decay_after}.")
+        if self.validate_seconds < 0:
+            raise ConfigError(
+                f"--validate-every-seconds must not be negative, not {self.validate_seconds}."
+            )
         if self.checkpoint_every < 0:
             raise ConfigError(
                 f"--checkpoint-every must not be negative, not {self.checkpoint_every}."

@@ -263,6 +263,11 @@ class Trainer:
         self._batch_at = (0, 0)  # the (epoch, index) of the batch of the latest step
         self._grad_norm: torch.Tensor | None = None  # the latest step's, for the divergence check
         self._saved_clock = 0.0  # _clock() at the latest save (--checkpoint-every)
+        # --validate-every-seconds: _clock() when the next validation is due, and when the
+        # latest one started (its length is read at the next step, from the agreed clock)
+        self._validate_at = math.inf
+        self._validation_began: float | None = None
+        self._bar_seconds = False  # the progress bar counts seconds of --max-time, not steps
         # --average: the running mean of the weights since validation first stalled
         self.averaged: AveragedModel | None = None
         # the total gradient norm before clipping of the last step (a tensor, so reading it
@@ -567,16 +572,20 @@ class Trainer:
         self.seconds_before_fit = self.seconds
         total_steps = self.total_steps = sum(self.task.num_batches(e) for e in range(cfg.epochs))
         stopped = ""
+        # a budget in seconds: the bar counts them (the steps of the epochs are only a cap)
+        self._bar_seconds = max_time is not None
         bar = tqdm(
-            total=total_steps,
-            initial=min(self.step, total_steps),
-            unit="step",
+            total=round(max_time) if max_time is not None else total_steps,
+            initial=0 if max_time is not None else min(self.step, total_steps),
+            unit="s" if max_time is not None else "step",
             file=sys.stderr,
             disable=None if self.progress is None else not self.progress,
             dynamic_ncols=True,
             leave=False,
         )
         self._start, self.agreed_clock, self._saved_clock = start, 0.0, 0.0
+        self._validate_at = cfg.validate_seconds or math.inf
+        self._validation_began = None
         if self._good is None and cfg.recover and self._weights_finite():
             self._good = _cpu_copy(self._local_state_dict())  # as state.pt holds it
         with _InterruptFlag(grace=2.0 if self.world.active else 0.0) as interrupt, bar:
@@ -593,8 +602,9 @@ class Trainer:
                     )
                 except _Diverged as exc:
                     self._recover(exc.reason)
-                    bar.n = min(self.step, total_steps)
-                    bar.refresh()
+                    if not self._bar_seconds:
+                        bar.n = min(self.step, total_steps)
+                        bar.refresh()
             try:
                 if self.saved_step != self.step:
                     self.save_checkpoint()
@@ -652,7 +662,10 @@ class Trainer:
             # model the hidden state starts again from zeros after the gap in the text
             self.window += 1
             self.carry = None
-        bar.update(1)
+        if self._bar_seconds:
+            bar.update(max(0, min(int(self._clock()), bar.total) - bar.n))
+        else:
+            bar.update(1)
         epoch_batches = self.windows
         end_of_epoch = self.window >= epoch_batches
         if end_of_epoch:
@@ -677,7 +690,16 @@ class Trainer:
             )
         stopped = ""
         validate = trained and cfg.validate_every and self.step % cfg.validate_every == 0
+        if cfg.validate_seconds:
+            now = self._clock()
+            if self._validation_began is not None:  # the first step after a validation
+                took = now - self._validation_began
+                self._validate_at = now + max(cfg.validate_seconds, 9 * took)
+                self._validation_began = None
+            validate = validate or (trained and now >= self._validate_at)
         if end_of_epoch or validate:
+            if cfg.validate_seconds:
+                self._validation_began = self._clock()
             stopped = self._validate_and_save(bar, start)
         elif cfg.checkpoint_every and self._clock() - self._saved_clock >= cfg.checkpoint_every:
             self.save_checkpoint()  # --checkpoint-every: what a kill can lose is bounded
