@@ -428,3 +428,18 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(
 
 if __name__ == "__main__":
     _worker(sys.argv[1:])
+
+
+def test_a_budgeted_run_plans_once_and_every_rank_trains_that_plan(
+    tiny_corpus: Path, tmp_path: Path
+) -> None:
+    """Rank 0 measures the speed and chooses; the others take its plan (a different choice
+    on one rank would build another model and hang the first all-reduce)."""
+    out = tmp_path / "r"
+    proc = _train_cli(str(tiny_corpus), "--out", str(out), "--max-time", "600", "--max-steps",
+                      "3", "--no-progress")  # fmt: skip
+    ok(proc)
+    assert proc.stderr.count("chosen for this corpus and budget") == 1  # rank 0 alone prints
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["hidden_size"] == config["plan"]["settings"]["hidden_size"]
+    assert config["training"]["batch_size"] == 64
