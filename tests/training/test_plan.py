@@ -16,7 +16,9 @@ import torch
 import rnnkit
 from rnnkit.training.metrics import read_metrics
 from rnnkit.training.plan import (
+    DROPOUT,
     LADDER,
+    REAL_SPEED,
     TOKENS_PER_WEIGHT,
     WEIGHTS_PER_TOKEN,
     Plan,
@@ -70,7 +72,7 @@ def test_the_largest_size_the_budget_can_feed_is_chosen() -> None:
     plan, _ = plan_for()
     hidden = plan.settings["hidden_size"]
     seconds = 600 * 0.9
-    tokens = {h: 20_000 * (256 / h) ** 2 * seconds for h in LADDER}
+    tokens = {h: 20_000 * (256 / h) ** 2 * REAL_SPEED * seconds for h in LADDER}
     weights = {h: recurrent_weights(h, h, 1, "rnn") for h in LADDER}
     assert tokens[hidden] >= TOKENS_PER_WEIGHT * weights[hidden]
     larger = [h for h in LADDER if h > hidden]
@@ -90,25 +92,35 @@ def test_a_small_corpus_caps_the_size_whatever_the_budget() -> None:
 
 def test_dropout_follows_the_passes_the_budget_allows() -> None:
     many, _ = plan_for(train_tokens=300_000)  # many passes over a small corpus
-    assert many.expected_epochs is not None and many.expected_epochs > 4
-    assert many.settings["dropout"] == 0.5
+    assert many.expected_epochs is not None and many.expected_epochs > 10
+    assert many.settings["dropout"] == DROPOUT["word"][-1][1] > 0
+    few, _ = plan_for(train_tokens=3_000_000)
+    assert few.expected_epochs is not None and 1 < few.expected_epochs < 10
+    assert 0 < few.settings["dropout"] < many.settings["dropout"]
     once, _ = plan_for(train_tokens=100_000_000)
     assert once.expected_epochs is not None and once.expected_epochs < 1
     assert once.settings["dropout"] == 0.0
-    char, _ = plan_for(level="char", vocab_size=65, train_tokens=300_000)
-    assert char.settings["dropout"] == 0.25
+    # characters are many more tokens to learn from: the same passes need less dropout
+    char, _ = plan_for(level="char", vocab_size=65, train_tokens=3_000_000)
+    assert char.expected_epochs is not None and 1 < char.expected_epochs < 10
+    assert char.settings["dropout"] < few.settings["dropout"]
 
 
 def test_output_layer_by_vocabulary_size() -> None:
-    small, _ = plan_for(vocab_size=3_000)
+    small, _ = plan_for(vocab_size=1_500)
     assert small.settings["output"] == "full" and small.settings["tie_weights"] is True
     large, _ = plan_for(vocab_size=33_000)
-    assert large.settings["output"] == "adaptive" and "tie_weights" not in large.settings
+    assert large.settings["output"] == "class" and large.settings["tie_weights"] is True
+    assert large.settings["clip"] == 0.25
     char, _ = plan_for(level="char", vocab_size=65)
-    assert "output" not in char.settings and "tie_weights" not in char.settings
-    # --tie-weights given: the layer stays one it works with
+    assert not {"output", "tie_weights", "clip"} & set(char.settings)
+    # a flag that belongs to one layer picks that layer
     tied, _ = plan_for(vocab_size=33_000, model_kw={"tie_weights": True})
-    assert "output" not in tied.settings
+    assert tied.settings["output"] == "class" and "tie_weights" not in tied.settings
+    cut, _ = plan_for(vocab_size=33_000, model_kw={"cutoffs": [2000, 10000]})
+    assert cut.settings["output"] == "adaptive" and "tie_weights" not in cut.settings
+    few, _ = plan_for(vocab_size=1_500, model_kw={"classes": 20})
+    assert few.settings["output"] == "class"
 
 
 def test_the_schedule_and_validation_spend_the_budget() -> None:

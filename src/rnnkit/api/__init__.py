@@ -199,12 +199,6 @@ def train(
     lock = distributed.on_main(check_and_lock)
     t0 = time.perf_counter()
     data = prepare_data(data_cfg, None)  # bad input fails here, before anything is written
-    if model_kw.get("output") == "class":  # Mikolov's classes from the training counts
-        V = len(data.vocab)
-        counts = bincount(data.train_ids, V)
-        model_kw["class_bounds"] = frequency_classes(
-            counts, model_kw.get("classes") or default_classes(V)
-        )
     log(
         f"{data_cfg.level} vocabulary {len(data.vocab):,}, train {len(data.train_ids):,} "
         f"and valid {len(data.valid_ids):,} tokens (read in {time.perf_counter() - t0:.1f} s)"
@@ -218,6 +212,7 @@ def train(
     chosen = {k: v for k, v in plan.settings.items() if k not in data_kw}
     train_kw.update({k: v for k, v in chosen.items() if k in field_names(TrainConfig)})
     model_kw.update({k: v for k, v in chosen.items() if k not in field_names(TrainConfig)})
+    _add_class_bounds(model_kw, data)
     if plan.settings:
         log("chosen for this corpus and budget (a flag overrides each):")
         for line in plan.summary():
@@ -259,6 +254,15 @@ def train(
     return trainer.fit(max_time=max_time, max_steps=max_steps, on_validation=on_validation)
 
 
+def _add_class_bounds(model_kw: dict[str, Any], data: PreparedData) -> None:
+    """--output class: Mikolov's frequency classes from the training counts."""
+    if model_kw.get("output") == "class" and model_kw.get("class_bounds") is None:
+        V = len(data.vocab)
+        model_kw["class_bounds"] = frequency_classes(
+            bincount(data.train_ids, V), model_kw.get("classes") or default_classes(V)
+        )
+
+
 def _plan_model(
     plan: Plan,
     data: PreparedData,
@@ -274,6 +278,8 @@ def _plan_model(
 
     def speed(settings: dict[str, Any]) -> float:
         batch = train_kw.get("batch_size") or plan.settings.get("batch_size", defaults.batch_size)
+        settings = dict(settings)
+        _add_class_bounds(settings, data)  # a class layer's cost depends on its classes
         return measure_speed(
             settings,
             len(data.vocab),

@@ -37,7 +37,13 @@ TOKENS_PER_WEIGHT = 10.0
 WEIGHTS_PER_TOKEN = 2.0
 VALIDATION_SHARE = 0.1  # of the budget: what the training-token estimate leaves out
 VALIDATIONS = 10  # time-paced validations in the budget (the trainer keeps them <= 10%)
-ADAPTIVE_FROM = 5_000  # word vocabularies larger than this get the adaptive softmax
+FULL_UP_TO = 2_000  # word vocabularies larger than this get the class layer
+REAL_SPEED = 0.7  # the real loop (dropout, clipping, validation) against the bare steps timed
+# dropout by the passes over the corpus the budget allows: (at least this many, dropout)
+DROPOUT = {
+    "word": ((0, 0.0), (1, 0.1), (3, 0.25), (10, 0.4)),
+    "char": ((0, 0.0), (10, 0.1), (30, 0.2)),
+}
 WORD_VOCAB_CAP = 50_000  # most frequent words kept when neither --vocab-size nor --min-count
 BATCH_SIZE = 64
 EPOCH_CAP = 1_000  # with a budget, time ends the run; the epochs are only a cap
@@ -158,16 +164,25 @@ def plan_model(
         return
     word = level == "word"
     given = set(model_kw) | set(train_kw)
-    if word and not given & {"output", "tie_weights", "classes", "cutoffs"}:
-        if vocab_size > ADAPTIVE_FROM:
+    if word and "output" not in given:
+        if "cutoffs" in given:
+            plan.choose("output", "adaptive", "--cutoffs given: the adaptive softmax")
+        elif "classes" in given or vocab_size > FULL_UP_TO:
             plan.choose(
                 "output",
-                "adaptive",
-                f"{vocab_size:,} words: the adaptive softmax (exact, a fraction of the full "
-                "softmax's cost)",
+                "class",
+                f"{vocab_size:,} words: Mikolov's frequency classes (exact; about "
+                f"{vocab_size / (2 * vocab_size**0.5):.0f}x less work than the full softmax, "
+                "and in a budget of minutes ahead of the adaptive softmax)",
             )
         else:
             plan.choose("output", "full", f"{vocab_size:,} words: the full softmax is cheap")
+    if word and "clip" not in given:
+        plan.choose(
+            "clip",
+            0.25,
+            "a tight gradient-norm clip: the recurrence's gradient spikes now and then",
+        )
     if "batch_size" not in given:
         plan.choose("batch_size", BATCH_SIZE, "a wide batch keeps the matrix products busy")
     seconds = budget * (1 - VALIDATION_SHARE)
@@ -182,7 +197,7 @@ def plan_model(
     def tokens(h: int) -> float:
         if h not in plan.tokens_per_second:
             plan.tokens_per_second[h] = speed({**settings, "hidden_size": h})
-        return plan.tokens_per_second[h] * seconds
+        return plan.tokens_per_second[h] * REAL_SPEED * seconds
 
     hidden = model_kw.get("hidden_size")
     if hidden is None:
@@ -205,8 +220,7 @@ def plan_model(
     epochs = tokens(int(hidden)) / max(1, train_tokens) if "dropout" not in given else None
     plan.expected_epochs = epochs
     if epochs is not None:
-        heavy, light = (0.5, 0.2) if word else (0.25, 0.1)
-        dropout = 0.0 if epochs < 1 else light if epochs < 4 else heavy
+        dropout = next(p for least, p in reversed(DROPOUT[level]) if epochs >= least)
         plan.choose(
             "dropout",
             dropout,
@@ -260,7 +274,8 @@ def measure_speed(
     model = make_model(cfg).to(device)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    timed, steps, began = 0.0, 0, time.perf_counter()
+    times: list[float] = []
+    began = time.perf_counter()
     for i in range(PROBE_STEPS + 1):
         t0 = time.perf_counter()
         with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
@@ -271,11 +286,11 @@ def measure_speed(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i:  # the first step pays for allocations and kernel choices
-            timed += time.perf_counter() - t0
-            steps += 1
+            times.append(time.perf_counter() - t0)
             if time.perf_counter() - began > PROBE_SECONDS:
                 break
-    return steps * batch_size * bptt / max(timed, 1e-9)
+    # the median step: one step slowed by another process does not decide the model size
+    return batch_size * bptt / max(float(np.median(times)), 1e-9)
 
 
 __all__ = [
