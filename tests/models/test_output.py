@@ -17,6 +17,7 @@ from rnnkit.models.output import (
     ClassSoftmax,
     FullSoftmax,
     OutputLayer,
+    default_cutoffs,
     frequency_classes,
 )
 
@@ -197,6 +198,51 @@ def test_two_step_class_sampling_draws_the_exact_distribution() -> None:
         assert all(freq[b] == 0 for b in banned)
 
 
+# -- the adaptive softmax's default cutoffs at large vocabularies ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("vocab_size", "cutoffs"),
+    [
+        (3, [1, 2]),
+        (50, [5, 25]),
+        (10_000, [1_000, 5_000]),  # PTB: V/10, V/2 as before
+        (20_000, [2_000, 10_000]),
+        (33_000, [2_000, 10_000]),  # gutenberg: a head of 2,000, not 3,300 (3x faster there)
+        (100_000, [2_000, 10_000]),
+    ],
+)
+def test_default_cutoffs_cap_the_head_at_2000_words(vocab_size: int, cutoffs: list[int]) -> None:
+    assert default_cutoffs(vocab_size) == cutoffs
+
+
+def test_adaptive_layer_at_33k_words_is_exact_with_the_default_cutoffs() -> None:
+    """The library's choice at a gutenberg-sized vocabulary: every position normalised over
+    all 33,000 words, log_prob and the loss equal to the full distribution's, and the fast
+    loss's gradients equal to those of the full distribution."""
+    big = 33_000
+    torch.manual_seed(0)
+    model = make_model(ModelConfig(vocab_size=big, hidden_size=8, output="adaptive"))
+    head = model.head.double()
+    assert isinstance(head, AdaptiveSoftmax)
+    assert head.adaptive.cutoffs == [2_000, 10_000, big]
+    for p in head.parameters():  # larger weights than the init, so the test has teeth
+        p.data.normal_(0, 1.0)
+    h = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    # a target in the head and in each cluster, and the last word
+    t = torch.tensor([[0, 1_999, 2_000, 9_999, 10_000], [big - 1, 5, 3_000, 20_000, 1_000]])
+    logp = head.log_probs(h)
+    assert logp.shape == (2, 5, big)
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(2, 5, dtype=torch.float64))
+    exact = logp.gather(-1, t.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(head.log_prob(h, t), exact)
+    params = [h, *head.parameters()]
+    fast = torch.autograd.grad(head.loss(h, t), params)
+    slow = torch.autograd.grad(-exact.mean(), params)
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 # -- the full softmax's fused, chunked loss ----------------------------------------------------
 
 
@@ -370,3 +416,34 @@ def test_fused_loss_of_a_target_far_below_the_best_word(dtype: torch.dtype) -> N
     assert fused.isfinite() and fused > gap / 4
     torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(torch.autograd.grad(fused, h)[0], torch.autograd.grad(plain, h)[0])
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_fused_adaptive_loss_equals_torchs_module(skip: bool) -> None:
+    """AdaptiveSoftmax.loss (the head and clusters through the fused loss) has the loss and
+    the gradients of torch's AdaptiveLogSoftmaxWithLoss, with skipped positions and with a
+    cluster no target falls in."""
+    torch.manual_seed(0)
+    head = AdaptiveSoftmax(H, V, [20, 100, 200]).double()
+    for p in head.parameters():
+        p.data.normal_(0, 1.0)
+    h = torch.randn(6, 9, H, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, 100, (6, 9))  # no target in the last cluster [200, 300)
+    t[0, :3] = torch.tensor([0, 150, 299])  # ... but here, in the head and in both
+    if skip:
+        t[1:3, 4:] = -100
+    params = [h, *head.parameters()]
+    keep = t != -100
+    want = -head.adaptive(h[keep], t[keep]).output.mean()
+    got = head.loss(h, t)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(
+        torch.autograd.grad(got, params), torch.autograd.grad(want, params), strict=True
+    ):
+        torch.testing.assert_close(a, b)
+    t[0, :3] = torch.tensor([0, 1, 2])  # now the last cluster is empty: its weights get 0
+    grads = torch.autograd.grad(head.loss(h, t), list(head.parameters()), allow_unused=True)
+    last = head.adaptive.tail[2]
+    for p, g in zip(head.parameters(), grads, strict=True):
+        if any(p is q for q in last.parameters()):
+            assert g is None or not bool(g.any())

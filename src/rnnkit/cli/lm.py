@@ -131,7 +131,8 @@ def _register_train(subparsers: Any) -> None:
     g.add_argument(
         "--cutoffs",
         type=int_list,
-        help="--output adaptive: ids where tail clusters start, e.g. 1000,5000 (V/10, V/2)",
+        help="--output adaptive: ids where tail clusters start, e.g. 1000,5000 (V/10 up to 2,000, "
+        "V/2 up to 10,000)",
     )
     add_training_flags(p, bptt=True)
     add_budget_flags(p)
