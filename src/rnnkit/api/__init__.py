@@ -204,6 +204,8 @@ def train(
         f"and valid {len(data.valid_ids):,} tokens (read in {time.perf_counter() - t0:.1f} s)"
     )
     ModelConfig(vocab_size=len(data.vocab), **model_kw)  # a bad flag fails before the probe
+    if len(data.vocab) < plan.settings.get("vocab_size", 0):
+        plan.reasons["vocab_size"] += f"; this corpus has {len(data.vocab):,}: none cut"
     plan = distributed.broadcast(
         distributed.on_main(
             lambda: _plan_model(plan, data, data_cfg, model_kw, train_kw, dev, max_time)
