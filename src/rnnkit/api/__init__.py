@@ -199,11 +199,11 @@ def train(
     lock = distributed.on_main(check_and_lock)
     t0 = time.perf_counter()
     data = prepare_data(data_cfg, None)  # bad input fails here, before anything is written
+    ModelConfig(vocab_size=len(data.vocab), **model_kw)  # a bad flag fails before the probe
     log(
         f"{data_cfg.level} vocabulary {len(data.vocab):,}, train {len(data.train_ids):,} "
         f"and valid {len(data.valid_ids):,} tokens (read in {time.perf_counter() - t0:.1f} s)"
     )
-    ModelConfig(vocab_size=len(data.vocab), **model_kw)  # a bad flag fails before the probe
     if len(data.vocab) < plan.settings.get("vocab_size", 0):
         plan.reasons["vocab_size"] += f"; this corpus has {len(data.vocab):,}: none cut"
     plan = distributed.broadcast(
