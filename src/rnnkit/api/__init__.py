@@ -206,15 +206,18 @@ def train(
     )
     if len(data.vocab) < plan.settings.get("vocab_size", 0):
         plan.reasons["vocab_size"] += f"; this corpus has {len(data.vocab):,}: none cut"
+    class_bounds: dict[int, list[int]] = {}
     plan = distributed.broadcast(
         distributed.on_main(
-            lambda: _plan_model(plan, data, data_cfg, model_kw, train_kw, dev, max_time)
+            lambda: _plan_model(
+                plan, data, data_cfg, model_kw, train_kw, dev, max_time, class_bounds
+            )
         )
     )
     chosen = {k: v for k, v in plan.settings.items() if k not in data_kw}
     train_kw.update({k: v for k, v in chosen.items() if k in field_names(TrainConfig)})
     model_kw.update({k: v for k, v in chosen.items() if k not in field_names(TrainConfig)})
-    _add_class_bounds(model_kw, data)
+    _add_class_bounds(model_kw, data, class_bounds)
     if plan.settings:
         log("chosen for this corpus and budget (a flag overrides each):")
         for line in plan.summary():
@@ -256,13 +259,17 @@ def train(
     return trainer.fit(max_time=max_time, max_steps=max_steps, on_validation=on_validation)
 
 
-def _add_class_bounds(model_kw: dict[str, Any], data: PreparedData) -> None:
-    """--output class: Mikolov's frequency classes from the training counts."""
+def _add_class_bounds(
+    model_kw: dict[str, Any], data: PreparedData, memo: dict[int, list[int]]
+) -> None:
+    """--output class: Mikolov's frequency classes from the training counts (counted once
+    per number of classes in ``memo``: the probe and the run use the same ones)."""
     if model_kw.get("output") == "class" and model_kw.get("class_bounds") is None:
         V = len(data.vocab)
-        model_kw["class_bounds"] = frequency_classes(
-            bincount(data.train_ids, V), model_kw.get("classes") or default_classes(V)
-        )
+        classes = model_kw.get("classes") or default_classes(V)
+        if classes not in memo:
+            memo[classes] = frequency_classes(bincount(data.train_ids, V), classes)
+        model_kw["class_bounds"] = memo[classes]
 
 
 def _plan_model(
@@ -273,6 +280,7 @@ def _plan_model(
     train_kw: dict[str, Any],
     dev: torch.device,
     budget: float | None,
+    class_bounds: dict[int, list[int]],
 ) -> Plan:
     """The model and training settings the flags leave unset, from a measured speed."""
     t0 = time.perf_counter()
@@ -281,7 +289,7 @@ def _plan_model(
     def speed(settings: dict[str, Any]) -> float:
         batch = train_kw.get("batch_size") or plan.settings.get("batch_size", defaults.batch_size)
         settings = dict(settings)
-        _add_class_bounds(settings, data)  # a class layer's cost depends on its classes
+        _add_class_bounds(settings, data, class_bounds)  # its cost depends on its classes
         return measure_speed(
             settings,
             len(data.vocab),
